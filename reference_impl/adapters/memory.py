@@ -1,0 +1,323 @@
+"""The in-memory store: the sim's store, with production semantics and modelled failure.
+
+State is a set of named tables (dict of key -> immutable value). A unit of work buffers its
+writes and applies them at commit under one lock, so units of work are serialisable. Each commit
+is a write set with a sequence number; the store can model:
+
+- durability: with `durable_commits=False`, a commit is visible at once but durable only after
+  `sync()`; `crash()` drops every commit that was not yet durable (volatile state lost);
+- replication: a replica applies write sets `sync`hronously at commit or `async`hronously when
+  `replicate()` is called (the sim decides the lag); `failover()` promotes the replica and
+  returns how many acknowledged commits it did not have (the data that async replication loses).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import replace
+from typing import Any, Literal
+
+from reference_impl.core.journal import JournalEntry, JournalHead
+from reference_impl.core.ledger import Account, LedgerChanges, StoredTransfer
+from reference_impl.service.ports import (
+    LoggedEvent,
+    NewEvent,
+    Store,
+    UnitOfWork,
+    partition_for,
+)
+
+Tables = dict[str, dict[Any, Any]]
+WriteSet = list[tuple[str, Any, Any]]
+Replication = Literal["none", "sync", "async"]
+
+_MISSING = object()
+
+
+def _empty_tables() -> Tables:
+    return {}
+
+
+def _apply(tables: Tables, writes: WriteSet) -> None:
+    for table, key, value in writes:
+        t = tables.get(table)
+        if t is None:
+            t = tables[table] = {}
+        t[key] = value
+
+
+def _copy(tables: Tables) -> Tables:
+    return {name: dict(t) for name, t in tables.items()}
+
+
+class MemoryStore(Store):
+    def __init__(
+        self,
+        *,
+        durable_commits: bool = True,
+        replication: Replication = "none",
+        url: str = "memory://",
+    ) -> None:
+        self.url = url
+        self.durable_commits = durable_commits
+        self.replication = replication
+        self._lock = threading.RLock()
+        self._live: Tables = _empty_tables()
+        self._tracking = not durable_commits or replication != "none"
+        # Commit log, kept only while something (durability or a replica) lags behind live.
+        self._log: list[WriteSet] = []
+        self._log_base = 0  # commit seq of self._log[0] minus one
+        self._committed = 0
+        self._durable_seq = 0
+        self._replica_seq = 0
+        self._durable: Tables = _empty_tables()
+        self._replica: Tables = _empty_tables()
+
+    # -- Store ----------------------------------------------------------------------------
+    def unit_of_work(self) -> MemoryUnitOfWork:
+        return MemoryUnitOfWork(self)
+
+    def close(self) -> None:
+        pass
+
+    # -- failure model --------------------------------------------------------------------
+    @property
+    def committed_seq(self) -> int:
+        return self._committed
+
+    @property
+    def durable_seq(self) -> int:
+        return self._committed if not self._tracking or self.durable_commits else self._durable_seq
+
+    @property
+    def replica_seq(self) -> int:
+        return self._replica_seq if self.replication != "none" else 0
+
+    def sync(self) -> None:
+        """Make every commit so far durable (an fsync)."""
+        with self._lock:
+            if self._tracking:
+                self._durable_seq = self._advance(self._durable, self._durable_seq, self._committed)
+                self._trim()
+
+    def replicate(self, upto: int | None = None) -> None:
+        """Ship write sets to the replica up to commit seq `upto` (all when None)."""
+        with self._lock:
+            if self.replication == "none":
+                return
+            target = self._committed if upto is None else min(upto, self._committed)
+            self._replica_seq = self._advance(self._replica, self._replica_seq, target)
+            self._trim()
+
+    def crash(self) -> int:
+        """Lose what was not durable; returns how many commits were lost."""
+        with self._lock:
+            if not self._tracking or self.durable_commits:
+                return 0
+            lost = self._committed - self._durable_seq
+            self._live = _copy(self._durable)
+            self._reset_to(self._durable_seq)
+            return lost
+
+    def failover(self) -> int:
+        """Promote the replica; returns how many acknowledged commits it did not have."""
+        with self._lock:
+            if self.replication == "none":
+                raise RuntimeError("failover needs a replica: replication is 'none'")
+            lost = self._committed - self._replica_seq
+            self._live = _copy(self._replica)
+            self._durable = _copy(self._replica)
+            self._reset_to(self._replica_seq)
+            return lost
+
+    def _reset_to(self, seq: int) -> None:
+        self._committed = self._durable_seq = self._replica_seq = self._log_base = seq
+        self._log = []
+        self._durable = _copy(self._live) if not self.durable_commits else self._durable
+        self._replica = _copy(self._live)
+
+    def _advance(self, tables: Tables, at: int, target: int) -> int:
+        for seq in range(at + 1, target + 1):
+            _apply(tables, self._log[seq - self._log_base - 1])
+        return max(at, target)
+
+    def _trim(self) -> None:
+        floor = self._committed
+        if not self.durable_commits:
+            floor = min(floor, self._durable_seq)
+        if self.replication != "none":
+            floor = min(floor, self._replica_seq)
+        drop = floor - self._log_base
+        if drop > 0:
+            del self._log[:drop]
+            self._log_base = floor
+
+    def _commit(self, writes: WriteSet) -> None:
+        _apply(self._live, writes)
+        self._committed += 1
+        if not self._tracking:
+            return
+        self._log.append(writes)
+        if self.durable_commits:
+            self._durable_seq = self._committed
+        if self.replication == "sync":
+            self._replica_seq = self._advance(self._replica, self._replica_seq, self._committed)
+        self._trim()
+
+    def table(self, name: str) -> dict[Any, Any]:
+        """Committed rows of one table (read-only use: tests and the sim's exporters)."""
+        return self._live.get(name, {})
+
+
+class MemoryUnitOfWork(UnitOfWork):
+    """Holds the store's lock from creation to commit/rollback: serialisable by construction."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        store._lock.acquire()
+        self._open = True
+        self._writes: dict[tuple[str, Any], Any] = {}
+        self._order: WriteSet = []
+
+    # -- generic rows ---------------------------------------------------------------------
+    def get(self, table: str, key: Any, default: Any = None) -> Any:
+        value = self._writes.get((table, key), _MISSING)
+        if value is _MISSING:
+            return self._store._live.get(table, {}).get(key, default)
+        return value
+
+    def put(self, table: str, key: Any, value: Any) -> None:
+        self._writes[(table, key)] = value
+        self._order.append((table, key, value))
+
+    def scan(self, table: str) -> Iterator[tuple[Any, Any]]:
+        """Every row of `table` as this unit of work sees it (committed rows + own writes)."""
+        merged = dict(self._store._live.get(table, {}))
+        for (t, key), value in self._writes.items():
+            if t == table:
+                merged[key] = value
+        return iter(merged.items())
+
+    # -- ledger ---------------------------------------------------------------------------
+    def journal_head(self, tenant: str) -> JournalHead:
+        head: JournalHead = self.get("heads", tenant, JournalHead())
+        return head
+
+    def get_accounts(self, tenant: str, ids: Collection[str]) -> dict[str, Account]:
+        found = {}
+        for i in ids:
+            acc = self.get("accounts", (tenant, i))
+            if acc is not None:
+                found[i] = acc
+        return found
+
+    def list_accounts(self, tenant: str) -> list[Account]:
+        rows = [a for (t, _), a in self.scan("accounts") if t == tenant]
+        return sorted(rows, key=lambda a: a.id)
+
+    def insert_accounts(self, tenant: str, accounts: Sequence[Account]) -> None:
+        for a in accounts:
+            self.put("accounts", (tenant, a.id), a.copy())
+
+    def get_transfers(self, tenant: str, ids: Collection[str]) -> dict[str, StoredTransfer]:
+        found = {}
+        for i in ids:
+            t = self.get("transfers", (tenant, i))
+            if t is not None:
+                found[i] = t
+        return found
+
+    def write_ledger(self, tenant: str, changes: LedgerChanges) -> None:
+        for acc in changes.accounts.values():
+            self.put("accounts", (tenant, acc.id), acc)
+        for t in changes.transfers:
+            self.put("transfers", (tenant, t.id), t)
+        for tid, state in changes.pending_states.items():
+            stored = self.get("transfers", (tenant, tid))
+            self.put("transfers", (tenant, tid), replace(stored, pending_state=state))
+        for e in changes.journal:
+            self.put("journal", (tenant, e.seq), e)
+        if changes.head is not None:
+            self.put("heads", tenant, changes.head)
+
+    def read_journal(self, tenant: str, after: int, limit: int) -> list[JournalEntry]:
+        out: list[Any] = []
+        seq = after + 1
+        while len(out) < limit:
+            e = self.get("journal", (tenant, seq))
+            if e is None:
+                break
+            out.append(e)
+            seq += 1
+        return out
+
+    # -- records --------------------------------------------------------------------------
+    def get_record(self, kind: str, tenant: str, key: str) -> str | None:
+        value: str | None = self.get("records", (kind, tenant, key))
+        return value
+
+    def put_record(self, kind: str, tenant: str, key: str, value: str) -> None:
+        self.put("records", (kind, tenant, key), value)
+
+    def insert_record_if_absent(self, kind: str, tenant: str, key: str, value: str) -> str | None:
+        existing = self.get_record(kind, tenant, key)
+        if existing is None:
+            self.put_record(kind, tenant, key, value)
+        return existing
+
+    def list_records(
+        self, kind: str, tenant: str, after_key: str = "", limit: int = 1000
+    ) -> list[tuple[str, str]]:
+        rows = sorted(
+            (k, v)
+            for (rk, rt, k), v in self.scan("records")
+            if rk == kind and rt == tenant and k > after_key
+        )
+        return rows[:limit]
+
+    # -- event log ------------------------------------------------------------------------
+    def append_events(self, events: Sequence[NewEvent], partitions: int, at: float) -> None:
+        for ev in events:
+            p = partition_for(ev.key, partitions)
+            offset = self.get("event_heads", p, 0) + 1
+            self.put("event_heads", p, offset)
+            self.put("events", (p, offset), LoggedEvent(p, offset, ev.type, ev.key, ev.payload, at))
+
+    def read_events(self, partition: int, after: int, limit: int) -> list[LoggedEvent]:
+        out: list[Any] = []
+        offset = after + 1
+        while len(out) < limit:
+            ev = self.get("events", (partition, offset))
+            if ev is None:
+                break
+            out.append(ev)
+            offset += 1
+        return out
+
+    def get_offset(self, group: str, partition: int) -> int:
+        offset: int = self.get("offsets", (group, partition), 0)
+        return offset
+
+    def set_offset(self, group: str, partition: int, offset: int) -> None:
+        self.put("offsets", (group, partition), offset)
+
+    # -- transaction ----------------------------------------------------------------------
+    def commit(self) -> None:
+        if not self._open:
+            raise RuntimeError("unit of work already finished")
+        try:
+            if self._order:
+                self._store._commit(self._order)
+        finally:
+            self._finish()
+
+    def rollback(self) -> None:
+        if self._open:
+            self._finish()
+
+    def _finish(self) -> None:
+        self._open = False
+        self._writes = {}
+        self._order = []
+        self._store._lock.release()

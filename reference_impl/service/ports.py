@@ -1,0 +1,169 @@
+"""The ports the service layer needs from a store: a unit of work and the store that opens one.
+
+A unit of work is one atomic commit of state + outbox events + consumer offsets. Every store
+(memory, sqlite, postgres) implements it and passes the same contract suite
+(tests/contract). Reads inside a unit of work see its own uncommitted writes; `journal_head`
+takes the tenant's write lock, so two units of work that both write one tenant's ledger are
+serialised (no lost update, no double post, no fork of the hash chain).
+"""
+
+from __future__ import annotations
+
+import abc
+import zlib
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol
+
+from reference_impl.core.journal import JournalEntry, JournalHead
+from reference_impl.core.ledger import Account, LedgerChanges, StoredTransfer
+
+
+class StoreError(Exception):
+    """Base of the store errors: the store's fault or the environment's, never the caller's."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or opened; the message names the URL."""
+
+
+class InvalidStoreURL(StoreError, ValueError):
+    """The store URL is malformed or names an unknown scheme; the message names the URL."""
+
+
+class ConcurrentUpdate(StoreError):
+    """A serialization conflict: the unit of work was rolled back and may be retried whole."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append to the log: `key` picks the partition, so one key stays in order."""
+
+    type: str
+    key: str
+    payload: str
+    """JSON text; the log never interprets it."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    partition: int
+    offset: int
+    type: str
+    key: str
+    payload: str
+    at: float
+
+
+class UnitOfWork(abc.ABC):
+    """One transaction. Use as a context manager: leaving it without `commit()` rolls back."""
+
+    def __enter__(self) -> UnitOfWork:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.rollback()
+
+    # -- ledger ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def journal_head(self, tenant: str) -> JournalHead:
+        """The tenant's journal head; takes the tenant's write lock until commit or rollback."""
+
+    @abc.abstractmethod
+    def get_accounts(self, tenant: str, ids: Collection[str]) -> dict[str, Account]:
+        """The named accounts that exist (missing ids are absent from the result)."""
+
+    @abc.abstractmethod
+    def list_accounts(self, tenant: str) -> list[Account]:
+        """All of the tenant's accounts, ordered by id."""
+
+    @abc.abstractmethod
+    def insert_accounts(self, tenant: str, accounts: Sequence[Account]) -> None:
+        """Insert new accounts (the caller has checked that none exists)."""
+
+    @abc.abstractmethod
+    def get_transfers(self, tenant: str, ids: Collection[str]) -> dict[str, StoredTransfer]:
+        """The named transfers that exist."""
+
+    @abc.abstractmethod
+    def write_ledger(self, tenant: str, changes: LedgerChanges) -> None:
+        """Write a batch's changes: account balances, new transfers, pending states, journal."""
+
+    @abc.abstractmethod
+    def read_journal(self, tenant: str, after: int, limit: int) -> list[JournalEntry]:
+        """Journal entries with seq > after, in order, at most `limit`."""
+
+    # -- records: the saga's, the gateway's and settlement's own state ---------------------
+    @abc.abstractmethod
+    def get_record(self, kind: str, tenant: str, key: str) -> str | None:
+        """The JSON text stored under (kind, tenant, key), or None."""
+
+    @abc.abstractmethod
+    def put_record(self, kind: str, tenant: str, key: str, value: str) -> None:
+        """Insert or replace the record."""
+
+    @abc.abstractmethod
+    def insert_record_if_absent(self, kind: str, tenant: str, key: str, value: str) -> str | None:
+        """Insert unless the key exists; returns the existing value (None when inserted).
+
+        Two concurrent inserts of one key: exactly one inserts, the other gets its value.
+        """
+
+    @abc.abstractmethod
+    def list_records(
+        self, kind: str, tenant: str, after_key: str = "", limit: int = 1000
+    ) -> list[tuple[str, str]]:
+        """(key, value) pairs of one kind and tenant with key > after_key, ordered by key."""
+
+    # -- event log ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def append_events(self, events: Sequence[NewEvent], partitions: int, at: float) -> None:
+        """Append to the outbox; the partition is a stable hash of the key modulo `partitions`."""
+
+    @abc.abstractmethod
+    def read_events(self, partition: int, after: int, limit: int) -> list[LoggedEvent]:
+        """Events of one partition with offset > after, in order, at most `limit`."""
+
+    @abc.abstractmethod
+    def get_offset(self, group: str, partition: int) -> int:
+        """The consumer group's committed offset in the partition (0 before the first event)."""
+
+    @abc.abstractmethod
+    def set_offset(self, group: str, partition: int, offset: int) -> None: ...
+
+    # -- transaction ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def commit(self) -> None: ...
+
+    @abc.abstractmethod
+    def rollback(self) -> None:
+        """Discard uncommitted writes and release locks; a no-op after commit."""
+
+
+class Store(abc.ABC):
+    """A database: opens units of work. Creating a Store must not connect at import time."""
+
+    url: str
+
+    @abc.abstractmethod
+    def unit_of_work(self) -> UnitOfWork: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The event-log partition of `key`: stable across processes and stores (CRC-32)."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+class Clock(Protocol):
+    """Time as seconds; wall time in the real processes, simulated time in the sim."""
+
+    def now(self) -> float: ...
