@@ -1,0 +1,336 @@
+"""Payment handlers: the gateway's accept and the payments worker's saga steps.
+
+accept_payment commits {idempotency record, payment(received), outbox: PaymentReceived} in the
+caller's unit of work. handle_payment_events is the "payments" consumer group: for a batch of
+events from one partition it screens and reserves (pending transfer) received payments, posts
+reserved ones, and commits ledger entries, payment states, outbox events and the consumer offset
+together. Every effect is keyed by the payment id, so a redelivered event is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from reference_impl.core.errors import InvalidInput
+from reference_impl.core.events import (
+    PaymentEvent,
+    PaymentFailed,
+    PaymentPosted,
+    PaymentReceived,
+    PaymentRejected,
+    PaymentReserved,
+    decode,
+    encode,
+)
+from reference_impl.core.ledger import Transfer, TransferKind, TransferResult
+from reference_impl.core.money import MAX_AMOUNT, is_currency
+from reference_impl.core.payments import TRANSITIONS, Payment, PaymentStatus
+from reference_impl.core.screening import ScreeningDecision
+from reference_impl.service.ledger import submit_transfers_in
+from reference_impl.service.ports import LoggedEvent, NewEvent, UnitOfWork
+
+PAYMENT = "payment"
+IDEMPOTENCY = "idempotency"
+PAYMENTS_GROUP = "payments"
+
+_DONE = {TransferResult.OK, TransferResult.EXISTS}
+
+
+class InvalidPayment(InvalidInput):
+    """A payment request breaks a rule; nothing was stored. `field` names the culprit."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """The key was used before with a different request body."""
+
+
+class Screening(Protocol):
+    def screen(self, payment: Payment) -> ScreeningDecision: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentsConfig:
+    partitions: int = 8
+    idempotency_retention: float = 86400.0
+    """Seconds an idempotency key is remembered (default 24 h)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRequest:
+    debtor_account: str
+    creditor_account: str
+    amount: int
+    currency: str
+    reference: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Acceptance:
+    status_code: int
+    body: dict[str, Any]
+    replayed: bool
+
+
+def append(uow: UnitOfWork, events: Sequence[PaymentEvent], partitions: int, at: float) -> None:
+    if events:
+        uow.append_events([NewEvent(*encode(e)) for e in events], partitions, at)
+
+
+def poll(uow: UnitOfWork, group: str, partition: int, limit: int) -> list[LoggedEvent]:
+    """The group's next events in one partition, from its committed offset (at-least-once)."""
+    return uow.read_events(partition, uow.get_offset(group, partition), limit)
+
+
+def get_payment(uow: UnitOfWork, tenant: str, payment_id: str) -> Payment | None:
+    text = uow.get_record(PAYMENT, tenant, payment_id)
+    return Payment.from_json(text) if text is not None else None
+
+
+def save_payment(uow: UnitOfWork, payment: Payment) -> None:
+    uow.put_record(PAYMENT, payment.tenant, payment.id, payment.to_json())
+
+
+def _validate(uow: UnitOfWork, tenant: str, req: PaymentRequest) -> tuple[str, str]:
+    """The debtor and creditor holder names, or InvalidPayment naming the field and rule."""
+    if isinstance(req.amount, bool) or not isinstance(req.amount, int):
+        raise InvalidPayment("amount", "must be an integer number of minor units")
+    if not 1 <= req.amount <= MAX_AMOUNT:
+        raise InvalidPayment("amount", "must be between 1 and 2^63-1 minor units")
+    if not is_currency(req.currency):
+        raise InvalidPayment("currency", "must be an ISO 4217 currency code")
+    if req.debtor_account == req.creditor_account:
+        raise InvalidPayment("creditor_account", "must differ from debtor_account")
+    accounts = uow.get_accounts(tenant, (req.debtor_account, req.creditor_account))
+    for name, account_id in (
+        ("debtor_account", req.debtor_account),
+        ("creditor_account", req.creditor_account),
+    ):
+        account = accounts.get(account_id)
+        if account is None:
+            raise InvalidPayment(name, f"account {account_id!r} does not exist")
+        if account.currency != req.currency:
+            raise InvalidPayment(
+                name, f"account currency is {account.currency}, not {req.currency}"
+            )
+    return accounts[req.debtor_account].holder_name, accounts[req.creditor_account].holder_name
+
+
+def accept_payment(
+    uow: UnitOfWork,
+    tenant: str,
+    key: str,
+    req: PaymentRequest,
+    request_hash: str,
+    payment_id: str,
+    now: float,
+    config: PaymentsConfig,
+) -> Acceptance:
+    """The gateway's command: a 202 with the new payment, or the stored answer for a replay.
+
+    The caller commits. Raises InvalidPayment (nothing stored) or IdempotencyKeyReused.
+    """
+    stored = uow.get_record(IDEMPOTENCY, tenant, key)
+    if stored is not None:
+        replay = _replay(stored, request_hash, now)
+        if replay is not None:
+            return replay
+    debtor_name, creditor_name = _validate(uow, tenant, req)
+    payment = Payment(
+        payment_id,
+        tenant,
+        key,
+        req.debtor_account,
+        req.creditor_account,
+        req.amount,
+        req.currency,
+        now,
+        reference=req.reference,
+        metadata=req.metadata,
+        debtor_name=debtor_name,
+        creditor_name=creditor_name,
+    )
+    body = payment.public()
+    record = json.dumps(
+        {
+            "request_hash": request_hash,
+            "status_code": 202,
+            "body": body,
+            "expires_at": now + config.idempotency_retention,
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+    # Insert-if-absent, not put: a concurrent request with the same key that got here first
+    # wins, and this one answers with its stored response instead of creating a second payment.
+    raced = uow.insert_record_if_absent(IDEMPOTENCY, tenant, key, record)
+    if raced is not None:
+        replay = _replay(raced, request_hash, now)
+        if replay is not None:
+            return replay
+        uow.put_record(IDEMPOTENCY, tenant, key, record)
+    save_payment(uow, payment)
+    event = PaymentReceived(payment.id, tenant, payment.debtor_account, now)
+    append(uow, [event], config.partitions, now)
+    return Acceptance(202, body, False)
+
+
+def _replay(stored: str, request_hash: str, now: float) -> Acceptance | None:
+    """The stored answer for a live key; None when the key has expired."""
+    record = json.loads(stored)
+    if record["expires_at"] <= now:
+        return None
+    if record["request_hash"] != request_hash:
+        raise IdempotencyKeyReused("Idempotency-Key: already used with a different request body")
+    return Acceptance(record["status_code"], record["body"], True)
+
+
+def handle_payment_events(
+    uow: UnitOfWork,
+    events: Sequence[LoggedEvent],
+    screening: Screening,
+    now: float,
+    config: PaymentsConfig,
+) -> list[PaymentEvent]:
+    """The payments consumer: apply a batch of one partition's events, advance the offset.
+
+    Returns the events it emitted (also appended to the outbox). The caller commits.
+    """
+    if not events:
+        return []
+    received: list[Payment] = []
+    reserved: list[Payment] = []
+    for logged in events:
+        event = decode(logged.type, logged.payload)
+        if not isinstance(event, PaymentReceived | PaymentReserved):
+            continue
+        payment = get_payment(uow, event.tenant, event.payment_id)
+        if payment is None:
+            continue
+        if isinstance(event, PaymentReceived) and payment.status is PaymentStatus.RECEIVED:
+            received.append(payment)
+        elif isinstance(event, PaymentReserved) and payment.status is PaymentStatus.RESERVED:
+            reserved.append(payment)
+    emitted = _screen_and_reserve(uow, received, screening, now)
+    emitted += _post(uow, reserved, now)
+    append(uow, emitted, config.partitions, now)
+    last = events[-1]
+    uow.set_offset(PAYMENTS_GROUP, last.partition, last.offset)
+    return emitted
+
+
+def _by_tenant(payments: Sequence[Payment]) -> dict[str, list[Payment]]:
+    groups: dict[str, list[Payment]] = defaultdict(list)
+    for p in payments:
+        groups[p.tenant].append(p)
+    return groups
+
+
+def _screen_and_reserve(
+    uow: UnitOfWork, payments: Sequence[Payment], screening: Screening, now: float
+) -> list[PaymentEvent]:
+    emitted: list[PaymentEvent] = []
+    approved: list[Payment] = []
+    for p in payments:
+        p = p.move(PaymentStatus.SCREENING)
+        decision = screening.screen(p)
+        if decision.approved:
+            approved.append(p)
+        else:
+            save_payment(uow, p.move(PaymentStatus.REJECTED, reason=decision.reason))
+            emitted.append(PaymentRejected(p.id, p.tenant, p.debtor_account, now, decision.reason))
+    for tenant, group in _by_tenant(approved).items():
+        batch = [
+            Transfer(
+                p.reserve_transfer_id,
+                p.debtor_account,
+                p.creditor_account,
+                p.amount,
+                p.currency,
+                TransferKind.PENDING,
+                payment_id=p.id,
+            )
+            for p in group
+        ]
+        results = submit_transfers_in(uow, tenant, batch, now).results
+        for p, code in zip(group, results, strict=True):
+            if code in _DONE:
+                save_payment(uow, p.move(PaymentStatus.RESERVED))
+                emitted.append(PaymentReserved(p.id, tenant, p.debtor_account, now))
+            else:
+                save_payment(uow, p.move(PaymentStatus.REJECTED, reason=code.value))
+                emitted.append(PaymentRejected(p.id, tenant, p.debtor_account, now, code.value))
+    return emitted
+
+
+def _post(uow: UnitOfWork, payments: Sequence[Payment], now: float) -> list[PaymentEvent]:
+    emitted: list[PaymentEvent] = []
+    for tenant, group in _by_tenant(payments).items():
+        batch = [
+            Transfer(
+                p.post_transfer_id,
+                kind=TransferKind.POST_PENDING,
+                pending_id=p.reserve_transfer_id,
+                payment_id=p.id,
+            )
+            for p in group
+        ]
+        results = submit_transfers_in(uow, tenant, batch, now).results
+        for p, code in zip(group, results, strict=True):
+            if code in _DONE:
+                save_payment(uow, p.move(PaymentStatus.POSTED, posted_at=now))
+                emitted.append(
+                    PaymentPosted(
+                        p.id,
+                        tenant,
+                        p.debtor_account,
+                        now,
+                        p.creditor_account,
+                        p.amount,
+                        p.currency,
+                    )
+                )
+            else:
+                save_payment(uow, p.move(PaymentStatus.FAILED, reason=code.value))
+                emitted.append(PaymentFailed(p.id, tenant, p.debtor_account, now, code.value))
+    return emitted
+
+
+def fail_payment(
+    uow: UnitOfWork, tenant: str, payment_id: str, reason: str, now: float, config: PaymentsConfig
+) -> Payment | None:
+    """Compensation after retries ran out: void the reservation (if any), mark failed.
+
+    A no-op (returns None) for a payment that is already terminal or posted.
+    """
+    payment = get_payment(uow, tenant, payment_id)
+    if payment is None or PaymentStatus.FAILED not in TRANSITIONS[payment.status]:
+        return None
+    if payment.status is PaymentStatus.RESERVED:
+        void = Transfer(
+            payment.void_transfer_id,
+            kind=TransferKind.VOID,
+            pending_id=payment.reserve_transfer_id,
+            payment_id=payment.id,
+        )
+        code = submit_transfers_in(uow, tenant, [void], now).results[0]
+        if code not in _DONE:
+            return None
+    failed = payment.move(PaymentStatus.FAILED, reason=reason)
+    save_payment(uow, failed)
+    append(
+        uow,
+        [PaymentFailed(payment.id, tenant, payment.debtor_account, now, reason)],
+        config.partitions,
+        now,
+    )
+    return failed

@@ -1,0 +1,28 @@
+"""The `testbed` command line: wires scenarios to a runtime and runs to reports.
+
+Each command lives in its own module and is imported only when it runs, so `testbed --help`
+stays fast and a command's heavy dependencies (simpy, fastapi, pandas) load only when needed.
+Exit codes: 0 pass, 1 a gate or audit failed, 2 bad input or error.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    help="Payments Testbed: simulate and load-test payment infrastructure, then audit it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    from testbed import commands
+
+    commands.register(app)
+
+
+def main() -> None:
+    _register()
+    app()

@@ -1,0 +1,9 @@
+"""Registers each subcommand with the typer app; one line per command module."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    del app  # commands are added here as their modules land
