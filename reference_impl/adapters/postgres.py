@@ -1,0 +1,561 @@
+"""The PostgreSQL store (psycopg 3): the store for real deployments and the load runtime.
+
+Schema: every ledger table's primary key starts with `tenant` (accounts, transfers and the
+journal then by id or seq; records by kind and key), so the schema can be distributed with
+Citus by tenant unchanged; the event log is keyed by partition, a distribution column of its
+own. Key columns use the "C" collation so that ordering by id or key is by code point, as in
+the other stores. `?schema=NAME` in the URL puts the tables in that schema (created if absent),
+which lets tests and benchmarks isolate themselves.
+
+Concurrency: transactions run at READ COMMITTED; `journal_head` locks the tenant's row in
+`heads` (creating it first if needed) until commit, so writers to one tenant serialise and,
+holding the lock, read the latest committed balances. Event offsets are allocated from a
+locked per-partition counter, so they are gapless and a consumer never skips an offset that
+commits late. Serialization failures and deadlocks surface as `ConcurrentUpdate`.
+
+Round trips: each unit of work runs in psycopg's pipeline mode, so writes are queued and sent
+with the next read or with the COMMIT; a batch is written with one statement per table
+(`unnest` of arrays), whatever its size.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import ExitStack, contextmanager, suppress
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import errors, sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from reference_impl.adapters import redact_url
+from reference_impl.core.journal import GENESIS_HASH, JournalEntry, JournalHead
+from reference_impl.core.ledger import (
+    Account,
+    LedgerChanges,
+    PendingState,
+    StoredTransfer,
+    TransferKind,
+)
+from reference_impl.service.ports import (
+    ConcurrentUpdate,
+    InvalidStoreURL,
+    LoggedEvent,
+    NewEvent,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    UnitOfWork,
+    partition_for,
+)
+
+CONNECT_TIMEOUT_S = 5
+_MAX_IDLE = 16
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS accounts (
+    tenant text COLLATE "C" NOT NULL, id text COLLATE "C" NOT NULL, currency text NOT NULL,
+    overdraft boolean NOT NULL, holder_name text NOT NULL,
+    debits_posted bigint NOT NULL, debits_pending bigint NOT NULL,
+    credits_posted bigint NOT NULL, credits_pending bigint NOT NULL,
+    PRIMARY KEY (tenant, id));
+CREATE TABLE IF NOT EXISTS transfers (
+    tenant text COLLATE "C" NOT NULL, id text COLLATE "C" NOT NULL,
+    debit_account text NOT NULL, credit_account text NOT NULL, amount bigint NOT NULL,
+    currency text NOT NULL, kind text NOT NULL, pending_id text NOT NULL,
+    payment_id text NOT NULL, at double precision NOT NULL, pending_state text,
+    PRIMARY KEY (tenant, id));
+CREATE TABLE IF NOT EXISTS journal (
+    tenant text COLLATE "C" NOT NULL, seq bigint NOT NULL, transfer_id text NOT NULL,
+    payment_id text NOT NULL, kind text NOT NULL, debit_account text NOT NULL,
+    credit_account text NOT NULL, amount bigint NOT NULL, currency text NOT NULL,
+    at double precision NOT NULL, prev_hash text NOT NULL, hash text NOT NULL,
+    PRIMARY KEY (tenant, seq));
+CREATE TABLE IF NOT EXISTS heads (
+    tenant text COLLATE "C" PRIMARY KEY, seq bigint NOT NULL, hash text NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    tenant text COLLATE "C" NOT NULL, kind text COLLATE "C" NOT NULL,
+    key text COLLATE "C" NOT NULL, value text NOT NULL,
+    PRIMARY KEY (tenant, kind, key));
+CREATE TABLE IF NOT EXISTS event_heads (
+    partition integer PRIMARY KEY, "offset" bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    partition integer NOT NULL, "offset" bigint NOT NULL, type text NOT NULL,
+    key text NOT NULL, payload text NOT NULL, at double precision NOT NULL,
+    PRIMARY KEY (partition, "offset"));
+CREATE TABLE IF NOT EXISTS offsets (
+    "group" text COLLATE "C" NOT NULL, partition integer NOT NULL, "offset" bigint NOT NULL,
+    PRIMARY KEY ("group", partition));
+"""
+
+_ACCOUNT_COLUMNS = (
+    "id, currency, overdraft, holder_name, debits_posted, debits_pending, credits_posted, "
+    "credits_pending"
+)
+_TRANSFER_COLUMNS = (
+    "id, debit_account, credit_account, amount, currency, kind, pending_id, payment_id, at, "
+    "pending_state"
+)
+_JOURNAL_COLUMNS = (
+    "seq, transfer_id, payment_id, kind, debit_account, credit_account, amount, currency, at, "
+    "prev_hash, hash"
+)
+_SELECT_HEAD = "SELECT seq, hash FROM heads WHERE tenant = %s FOR UPDATE"
+_UPDATE_ACCOUNTS = """
+UPDATE accounts AS a SET debits_posted = v.dp, debits_pending = v.dpe,
+    credits_posted = v.cp, credits_pending = v.cpe
+FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
+    AS v(id, dp, dpe, cp, cpe)
+WHERE a.tenant = %s AND a.id = v.id"""
+_INSERT_TRANSFERS = f"""
+INSERT INTO transfers (tenant, {_TRANSFER_COLUMNS})
+SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[],
+    %s::text[], %s::text[], %s::text[], %s::float8[], %s::text[])"""
+_UPDATE_PENDING = """
+UPDATE transfers AS t SET pending_state = v.state
+FROM unnest(%s::text[], %s::text[]) AS v(id, state)
+WHERE t.tenant = %s AND t.id = v.id"""
+_INSERT_JOURNAL = f"""
+INSERT INTO journal (tenant, {_JOURNAL_COLUMNS})
+SELECT %s, * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],
+    %s::text[], %s::bigint[], %s::text[], %s::float8[], %s::text[], %s::text[])"""
+_ALLOCATE_OFFSETS = """
+INSERT INTO event_heads AS h (partition, "offset")
+SELECT * FROM unnest(%s::int[], %s::bigint[])
+ON CONFLICT (partition) DO UPDATE SET "offset" = h."offset" + excluded."offset"
+RETURNING partition, "offset\""""
+_INSERT_EVENTS = """
+INSERT INTO events (partition, "offset", type, key, payload, at)
+SELECT *, %s FROM unnest(%s::int[], %s::bigint[], %s::text[], %s::text[], %s::text[])"""
+
+
+def _one_line(e: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+
+
+def _parse_url(url: str) -> tuple[str, str | None]:
+    """The libpq connection string and the schema named by `?schema=`, or InvalidStoreURL."""
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is what validates it
+        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError as e:
+        raise InvalidStoreURL(f"invalid store URL {shown!r}: {e}") from None
+    schema = None
+    rest = []
+    for name, value in query:
+        if name == "schema":
+            if not _SCHEMA_NAME.fullmatch(value):
+                raise InvalidStoreURL(
+                    f"invalid store URL {shown!r}: schema {value!r} must be a lower-case SQL"
+                    " identifier (letters, digits, _; at most 63)"
+                )
+            schema = value
+        else:
+            rest.append((name, value))
+    try:
+        params = conninfo_to_dict(urlunsplit(parts._replace(query=urlencode(rest))))
+    except psycopg.Error as e:
+        raise InvalidStoreURL(f"invalid store URL {shown!r}: {_one_line(e)}") from None
+    params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+    if schema:
+        params["options"] = f"{params.get('options') or ''} -c search_path={schema}".strip()
+    return make_conninfo("", **params), schema
+
+
+@contextmanager
+def _mapped_errors(url: str) -> Iterator[None]:
+    try:
+        yield
+    except errors.TransactionRollback as e:  # serialization failure, deadlock
+        raise ConcurrentUpdate(f"{url}: {_one_line(e)}") from e
+    except psycopg.OperationalError as e:
+        raise StoreUnavailable(f"{url}: {_one_line(e)}") from e
+    except psycopg.Error as e:
+        raise StoreError(f"{url}: {_one_line(e)}") from e
+
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+
+class PostgresStore(Store):
+    """A pool of connections to one database (and schema); opening it creates the tables."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._shown = redact_url(url)
+        self._conninfo, self._schema = _parse_url(url)
+        self._lock = threading.Lock()
+        self._idle: list[Connection] = []
+        self._closed = False
+        conn = self._connect()
+        try:
+            with _mapped_errors(self._shown), conn.transaction():
+                # Concurrent openers would race on CREATE ... IF NOT EXISTS: serialise them.
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext('payments-testbed-schema'))")
+                if self._schema:
+                    conn.execute(
+                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                            sql.Identifier(self._schema)
+                        )
+                    )
+                conn.execute(_TABLES)
+        except BaseException:
+            conn.close()
+            raise
+        self._idle.append(conn)
+
+    def _connect(self) -> Connection:
+        try:
+            return psycopg.connect(self._conninfo)
+        except psycopg.Error as e:
+            raise StoreUnavailable(f"cannot connect to {self._shown}: {_one_line(e)}") from None
+
+    def _acquire(self) -> Connection:
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"store {self._shown} is closed")
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.closed and not conn.broken:
+                    return conn
+        return self._connect()
+
+    def _release(self, conn: Connection) -> None:
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        with self._lock:
+            if idle and not self._closed and len(self._idle) < _MAX_IDLE:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def unit_of_work(self) -> PostgresUnitOfWork:
+        return PostgresUnitOfWork(self)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+class PostgresUnitOfWork(UnitOfWork):
+    """One READ COMMITTED transaction on a pooled connection, begun at the first statement."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+        self._conn: Connection | None = None
+        self._pipeline = ExitStack()
+        self._done = False
+
+    def _cursor(self) -> psycopg.Cursor[tuple[Any, ...]]:
+        if self._conn is None:
+            if self._done:
+                raise RuntimeError("unit of work already finished")
+            conn = self._store._acquire()
+            try:
+                self._pipeline.enter_context(conn.pipeline())
+            except BaseException:
+                self._store._release(conn)
+                raise
+            self._conn = conn
+        return self._conn.cursor()
+
+    def _query(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with _mapped_errors(self._store._shown):
+            return self._cursor().execute(query, params).fetchall()
+
+    def _send(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Queue writes in the pipeline: they travel with the next read or the COMMIT."""
+        with _mapped_errors(self._store._shown):
+            cur = self._cursor()
+            for query, params in statements:
+                cur.execute(query, params)
+
+    # -- ledger ---------------------------------------------------------------------------
+    def journal_head(self, tenant: str) -> JournalHead:
+        rows = self._query(_SELECT_HEAD, (tenant,))
+        if not rows:
+            # A new tenant: create its row (or wait for a concurrent creator), then lock it.
+            self._send(
+                [
+                    (
+                        "INSERT INTO heads (tenant, seq, hash) VALUES (%s, 0, %s)"
+                        " ON CONFLICT (tenant) DO NOTHING",
+                        (tenant, GENESIS_HASH),
+                    )
+                ]
+            )
+            rows = self._query(_SELECT_HEAD, (tenant,))
+        seq, digest = rows[0]
+        return JournalHead(seq, digest)
+
+    def get_accounts(self, tenant: str, ids: Collection[str]) -> dict[str, Account]:
+        rows = self._query(
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE tenant = %s AND id = ANY(%s)",
+            (tenant, list(ids)),
+        )
+        return {r[0]: Account(*r) for r in rows}
+
+    def list_accounts(self, tenant: str) -> list[Account]:
+        rows = self._query(
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE tenant = %s ORDER BY id", (tenant,)
+        )
+        return [Account(*r) for r in rows]
+
+    def insert_accounts(self, tenant: str, accounts: Sequence[Account]) -> None:
+        cols = (
+            [a.id for a in accounts],
+            [a.currency for a in accounts],
+            [a.overdraft for a in accounts],
+            [a.holder_name for a in accounts],
+            [a.debits_posted for a in accounts],
+            [a.debits_pending for a in accounts],
+            [a.credits_posted for a in accounts],
+            [a.credits_pending for a in accounts],
+        )
+        self._send(
+            [
+                (
+                    f"INSERT INTO accounts (tenant, {_ACCOUNT_COLUMNS}) SELECT %s, * FROM"
+                    " unnest(%s::text[], %s::text[], %s::bool[], %s::text[], %s::bigint[],"
+                    " %s::bigint[], %s::bigint[], %s::bigint[])",
+                    (tenant, *cols),
+                )
+            ]
+        )
+
+    def get_transfers(self, tenant: str, ids: Collection[str]) -> dict[str, StoredTransfer]:
+        rows = self._query(
+            f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE tenant = %s AND id = ANY(%s)",
+            (tenant, list(ids)),
+        )
+        found = {}
+        for id_, debit, credit, amount, cur, kind, pending_id, payment_id, at, state in rows:
+            found[id_] = StoredTransfer(
+                id_,
+                debit,
+                credit,
+                amount,
+                cur,
+                TransferKind(kind),
+                pending_id,
+                payment_id,
+                at,
+                PendingState(state) if state else None,
+            )
+        return found
+
+    def write_ledger(self, tenant: str, changes: LedgerChanges) -> None:
+        accounts = list(changes.accounts.values())
+        transfers = changes.transfers
+        journal = changes.journal
+        statements: list[tuple[str, Sequence[Any]]] = [
+            (
+                _UPDATE_ACCOUNTS,
+                (
+                    [a.id for a in accounts],
+                    [a.debits_posted for a in accounts],
+                    [a.debits_pending for a in accounts],
+                    [a.credits_posted for a in accounts],
+                    [a.credits_pending for a in accounts],
+                    tenant,
+                ),
+            ),
+            (
+                _INSERT_TRANSFERS,
+                (
+                    tenant,
+                    [t.id for t in transfers],
+                    [t.debit_account for t in transfers],
+                    [t.credit_account for t in transfers],
+                    [t.amount for t in transfers],
+                    [t.currency for t in transfers],
+                    [t.kind.value for t in transfers],
+                    [t.pending_id for t in transfers],
+                    [t.payment_id for t in transfers],
+                    [t.at for t in transfers],
+                    [t.pending_state.value if t.pending_state else None for t in transfers],
+                ),
+            ),
+            (
+                _INSERT_JOURNAL,
+                (
+                    tenant,
+                    [e.seq for e in journal],
+                    [e.transfer_id for e in journal],
+                    [e.payment_id for e in journal],
+                    [e.kind for e in journal],
+                    [e.debit_account for e in journal],
+                    [e.credit_account for e in journal],
+                    [e.amount for e in journal],
+                    [e.currency for e in journal],
+                    [e.at for e in journal],
+                    [e.prev_hash for e in journal],
+                    [e.hash for e in journal],
+                ),
+            ),
+        ]
+        if changes.pending_states:
+            states = changes.pending_states
+            statements.append(
+                (_UPDATE_PENDING, (list(states), [s.value for s in states.values()], tenant))
+            )
+        if changes.head is not None:
+            statements.append(
+                (
+                    "INSERT INTO heads (tenant, seq, hash) VALUES (%s, %s, %s) ON CONFLICT"
+                    " (tenant) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+                    (tenant, changes.head.seq, changes.head.hash),
+                )
+            )
+        self._send(statements)
+
+    def read_journal(self, tenant: str, after: int, limit: int) -> list[JournalEntry]:
+        rows = self._query(
+            f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE tenant = %s AND seq > %s"
+            " ORDER BY seq LIMIT %s",
+            (tenant, after, limit),
+        )
+        return [JournalEntry(*r) for r in rows]
+
+    # -- records --------------------------------------------------------------------------
+    def get_record(self, kind: str, tenant: str, key: str) -> str | None:
+        rows = self._query(
+            "SELECT value FROM records WHERE tenant = %s AND kind = %s AND key = %s",
+            (tenant, kind, key),
+        )
+        return str(rows[0][0]) if rows else None
+
+    def put_record(self, kind: str, tenant: str, key: str, value: str) -> None:
+        self._send(
+            [
+                (
+                    "INSERT INTO records (tenant, kind, key, value) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT (tenant, kind, key) DO UPDATE SET value = excluded.value",
+                    (tenant, kind, key, value),
+                )
+            ]
+        )
+
+    def insert_record_if_absent(self, kind: str, tenant: str, key: str, value: str) -> str | None:
+        # ON CONFLICT waits for a concurrent inserter of the same key to finish; if it
+        # committed, its row is visible to the next statement (READ COMMITTED).
+        inserted = self._query(
+            "INSERT INTO records (tenant, kind, key, value) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (tenant, kind, key) DO NOTHING RETURNING 1",
+            (tenant, kind, key, value),
+        )
+        if inserted:
+            return None
+        existing = self.get_record(kind, tenant, key)
+        if existing is None:
+            raise StoreError(f"{self._store._shown}: record {kind}/{tenant}/{key} vanished")
+        return existing
+
+    def list_records(
+        self, kind: str, tenant: str, after_key: str = "", limit: int = 1000
+    ) -> list[tuple[str, str]]:
+        rows = self._query(
+            "SELECT key, value FROM records WHERE tenant = %s AND kind = %s AND key > %s"
+            " ORDER BY key LIMIT %s",
+            (tenant, kind, after_key, limit),
+        )
+        return [(str(k), str(v)) for k, v in rows]
+
+    # -- event log ------------------------------------------------------------------------
+    def append_events(self, events: Sequence[NewEvent], partitions: int, at: float) -> None:
+        if not events:
+            return
+        parts = [partition_for(ev.key, partitions) for ev in events]
+        counts: dict[int, int] = {}
+        for p in parts:
+            counts[p] = counts.get(p, 0) + 1
+        # Lock partition counters in one order, so two appenders cannot deadlock on them.
+        order = sorted(counts)
+        rows = self._query(_ALLOCATE_OFFSETS, (order, [counts[p] for p in order]))
+        next_offset = {p: last - counts[p] + 1 for p, last in rows}
+        offsets = []
+        for p in parts:
+            offsets.append(next_offset[p])
+            next_offset[p] += 1
+        self._send(
+            [
+                (
+                    _INSERT_EVENTS,
+                    (
+                        at,
+                        parts,
+                        offsets,
+                        [ev.type for ev in events],
+                        [ev.key for ev in events],
+                        [ev.payload for ev in events],
+                    ),
+                )
+            ]
+        )
+
+    def read_events(self, partition: int, after: int, limit: int) -> list[LoggedEvent]:
+        rows = self._query(
+            'SELECT partition, "offset", type, key, payload, at FROM events'
+            ' WHERE partition = %s AND "offset" > %s ORDER BY "offset" LIMIT %s',
+            (partition, after, limit),
+        )
+        return [LoggedEvent(*r) for r in rows]
+
+    def get_offset(self, group: str, partition: int) -> int:
+        rows = self._query(
+            'SELECT "offset" FROM offsets WHERE "group" = %s AND partition = %s',
+            (group, partition),
+        )
+        return int(rows[0][0]) if rows else 0
+
+    def set_offset(self, group: str, partition: int, offset: int) -> None:
+        self._send(
+            [
+                (
+                    'INSERT INTO offsets ("group", partition, "offset") VALUES (%s, %s, %s)'
+                    ' ON CONFLICT ("group", partition) DO UPDATE SET "offset" = excluded."offset"',
+                    (group, partition, offset),
+                )
+            ]
+        )
+
+    # -- transaction ----------------------------------------------------------------------
+    def commit(self) -> None:
+        if self._done:
+            raise RuntimeError("unit of work already finished")
+        conn = self._conn
+        try:
+            if conn is not None:
+                with _mapped_errors(self._store._shown):
+                    conn.commit()
+                    self._pipeline.close()
+        finally:
+            self._finish()
+
+    def rollback(self) -> None:
+        if not self._done:
+            self._finish()
+
+    def _finish(self) -> None:
+        self._done = True
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        # A failed statement leaves the pipeline aborted; leaving it re-raises that error,
+        # which the caller has already seen (or is about to): what matters is the rollback.
+        with suppress(psycopg.Error):
+            self._pipeline.close()
+        try:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.rollback()
+        except psycopg.Error:
+            conn.close()  # a connection in an unknown state never goes back to the pool
+        self._store._release(conn)
