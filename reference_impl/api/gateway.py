@@ -1,0 +1,134 @@
+"""The gateway's per-app state and the steps every /v1 request shares: auth, rate limit, store.
+
+One `Gateway` per app holds the deps, the metrics and the in-flight idempotency keys; routes
+get it by closure, not from globals, so two apps in one process never share anything.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, TypeVar
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CollectorRegistry
+from starlette.concurrency import run_in_threadpool
+
+from reference_impl.adapters.rate_limit import RateLimiterUnavailable
+from reference_impl.api.deps import GatewayDeps
+from reference_impl.api.metrics import GatewayMetrics
+from reference_impl.api.problems import Problem
+from reference_impl.service.ports import ConcurrentUpdate, StoreError, UnitOfWork
+
+T = TypeVar("T")
+
+STORE_ATTEMPTS = 3
+"""A unit of work rolled back by a serialization conflict is retried whole, this many times."""
+
+_bearer = HTTPBearer(auto_error=False, description="An API key; each key belongs to one tenant.")
+
+
+class InFlight:
+    """(tenant, idempotency key) pairs whose first request this process is still handling.
+
+    Only this process: across gateway processes the store serialises the two units of work on
+    the idempotency record, and the later one answers with the earlier one's stored response.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: set[tuple[str, str]] = set()
+
+    @contextmanager
+    def claim(self, tenant: str, key: str) -> Iterator[bool]:
+        """Yields False (and holds nothing) when the key is already in flight."""
+        with self._lock:
+            taken = (tenant, key) in self._keys
+            if not taken:
+                self._keys.add((tenant, key))
+        try:
+            yield not taken
+        finally:
+            if not taken:
+                with self._lock:
+                    self._keys.discard((tenant, key))
+
+
+class Gateway:
+    def __init__(self, deps: GatewayDeps) -> None:
+        self.deps = deps
+        self.metrics = GatewayMetrics(deps.registry or CollectorRegistry(auto_describe=True))
+        self.in_flight = InFlight()
+
+    def tenant(
+        self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> str:
+        """The caller's tenant (401 otherwise), after taking a token from its rate limit (429).
+
+        A plain `def`: FastAPI runs it in the threadpool, where a Redis round trip may block.
+        """
+        tenant = self.deps.api_keys.get(credentials.credentials) if credentials else None
+        if tenant is None:
+            detail = (
+                "Authorization: the API key is not valid"
+                if credentials
+                else "Authorization: a 'Bearer <API key>' header is required"
+            )
+            raise Problem(
+                401,
+                "unauthorized",
+                "Unauthorized",
+                detail,
+                headers={"WWW-Authenticate": 'Bearer realm="payments-testbed"'},
+            )
+        try:
+            allowed, retry_after = self.deps.rate_limiter.allow(tenant)
+        except RateLimiterUnavailable as e:
+            raise Problem(
+                503, "unavailable", "Service unavailable", str(e), headers={"Retry-After": "1"}
+            ) from e
+        if not allowed:
+            seconds = max(1, math.ceil(retry_after))
+            raise Problem(
+                429,
+                "rate-limited",
+                "Too many requests",
+                f"tenant {tenant!r} is over its request rate; retry in {seconds} s",
+                headers={"Retry-After": str(seconds)},
+                extra={"retry_after": seconds},
+            )
+        return tenant
+
+    async def in_store(self, work: Callable[[UnitOfWork], T], *, commit: bool = False) -> T:
+        """Run `work` in one unit of work on a worker thread (store calls block).
+
+        Committed when `commit`; retried whole on a serialization conflict; a store that is
+        down or keeps conflicting answers 503, which clients retry.
+        """
+
+        def attempt() -> T:
+            for tries_left in range(STORE_ATTEMPTS - 1, -1, -1):
+                try:
+                    with self.deps.store.unit_of_work() as uow:
+                        result = work(uow)
+                        if commit:
+                            uow.commit()
+                        return result
+                except ConcurrentUpdate:
+                    if not tries_left:
+                        raise
+            raise AssertionError("unreachable: the last attempt returns or raises")
+
+        try:
+            return await run_in_threadpool(attempt)
+        except StoreError as e:
+            raise Problem(
+                503,
+                "store-unavailable",
+                "Service unavailable",
+                f"the store could not complete the request ({type(e).__name__}); retry",
+                headers={"Retry-After": "1"},
+            ) from e
