@@ -6,4 +6,5 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
+    __import__("testbed.serve", fromlist=["register"]).register(app)
     del app  # commands are added here as their modules land

@@ -1,0 +1,164 @@
+"""The entry points of a multi-process deployment, and the supervisor that runs them.
+
+`testbed serve --workers N` starts N uvicorn gateway processes (uvicorn's own multiprocess
+manager, app built by `gateway_app` from the config in the environment) plus worker processes:
+N payments workers, each owning the partitions p with p % N == its shard, one settlement worker
+and one projector (reporting). Every child gets the same `RuntimeConfig` as JSON in
+`TESTBED_RUNTIME`, so they agree on store, tenants and partitions.
+
+The supervisor restarts a worker process that dies (a crash loses nothing: the replacement
+resumes from the committed offsets) and stops everything in order on SIGTERM/SIGINT: first the
+gateway (stop accepting, finish in-flight requests), then the workers (finish and commit the
+current batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from reference_impl.runtime import Runtime, RuntimeConfig
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+ENV = "TESTBED_RUNTIME"
+STOP_TIMEOUT_S = 35.0
+_RESTART_DELAY_S = 0.5
+
+
+def gateway_app() -> FastAPI:
+    """The uvicorn factory for gateway processes (`--factory`)."""
+    from reference_impl.api import create_app
+
+    runtime = Runtime.open(RuntimeConfig.from_json(os.environ[ENV]))
+    return create_app(runtime.gateway_deps())
+
+
+def worker_main(argv: Sequence[str] | None = None) -> int:
+    """A worker process: the named consumer groups until SIGTERM/SIGINT or the parent dies."""
+    parser = argparse.ArgumentParser(prog="python -m reference_impl.runtime.processes")
+    parser.add_argument("--group", action="append", required=True)
+    parser.add_argument("--shard", type=int, default=0)
+    parser.add_argument("--shards", type=int, default=1)
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+
+    def on_signal(sig: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    runtime = Runtime.open(RuntimeConfig.from_json(os.environ[ENV]))
+    runtime.start_workers(args.group, args.shard, args.shards)
+    parent = os.getppid()
+    while not stop.wait(0.5):
+        if os.getppid() != parent:  # the supervisor is gone: never run unsupervised
+            break
+    ok = runtime.stop_workers()
+    runtime.close()
+    return 0 if ok else 1
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    restart: bool
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+
+    def start(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(self.argv, env=env)
+        self.started_at = time.monotonic()
+        print(f"started {self.name} pid {self.proc.pid}", flush=True)
+
+
+@dataclass
+class Supervisor:
+    config: RuntimeConfig
+    host: str
+    port: int
+    workers: int
+    children: list[Child] = field(default_factory=list)
+    _stopping: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        py = sys.executable
+        self.children.append(
+            Child(
+                "gateway",
+                [py, "-m", "uvicorn", "--factory", f"{__name__}:gateway_app",
+                 "--host", self.host, "--port", str(self.port), "--workers", str(self.workers),
+                 "--log-level", "warning", "--no-access-log",
+                 "--timeout-graceful-shutdown", "30"],
+                restart=False,
+            )
+        )  # fmt: skip
+        worker = [py, "-m", __name__]
+        for shard in range(self.workers):
+            argv = [*worker, "--group", "payments", "--shard", str(shard)]
+            self.children.append(
+                Child(f"payments-{shard}", [*argv, "--shards", str(self.workers)], True)
+            )
+        self.children.append(Child("settlement", [*worker, "--group", "settlement"], True))
+        self.children.append(Child("reporting", [*worker, "--group", "reporting"], True))
+
+    def run(self) -> int:
+        """Start the children, restart dead workers until a signal, then stop in order."""
+
+        def on_signal(sig: int, frame: FrameType | None) -> None:
+            self._stopping.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        env = {**os.environ, ENV: self.config.to_json()}
+        for child in self.children:
+            child.start(env)
+        gateway = self.children[0]
+        while not self._stopping.wait(0.2):
+            for child in self.children:
+                assert child.proc is not None
+                code = child.proc.poll()
+                if code is None:
+                    continue
+                if not child.restart:
+                    print(f"{child.name} exited with {code}; stopping", flush=True)
+                    self._stopping.set()
+                    break
+                if time.monotonic() - child.started_at >= _RESTART_DELAY_S:
+                    print(f"{child.name} exited with {code}; restarting", flush=True)
+                    child.start(env)
+        ok = self._stop([gateway]) and self._stop(self.children[1:])
+        return 0 if ok and gateway.proc is not None and gateway.proc.returncode == 0 else 1
+
+    def _stop(self, children: Sequence[Child]) -> bool:
+        for child in children:
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        clean = True
+        for child in children:
+            assert child.proc is not None
+            try:
+                child.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"{child.name} did not stop in {STOP_TIMEOUT_S:g}s; killing", flush=True)
+                child.proc.kill()
+                child.proc.wait()
+                clean = False
+            clean = clean and child.proc.returncode in (0, -signal.SIGTERM)
+        return clean
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())
