@@ -25,7 +25,7 @@ import threading
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors, sql
@@ -105,24 +105,42 @@ _JOURNAL_COLUMNS = (
     "prev_hash, hash"
 )
 _SELECT_HEAD = "SELECT seq, hash FROM heads WHERE tenant = %s FOR UPDATE"
+# Each batch write has two forms: one row per statement for small batches (dumping arrays
+# costs more client CPU than it saves there), one statement over arrays (`unnest`) for large
+# ones. Rows list columns in placeholder order: the tenant goes first in inserts, last in
+# updates.
+_UPDATE_ACCOUNT_ROW = """
+UPDATE accounts SET debits_posted = %s, debits_pending = %s, credits_posted = %s,
+    credits_pending = %s WHERE id = %s AND tenant = %s"""
 _UPDATE_ACCOUNTS = """
 UPDATE accounts AS a SET debits_posted = v.dp, debits_pending = v.dpe,
     credits_posted = v.cp, credits_pending = v.cpe
-FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
-    AS v(id, dp, dpe, cp, cpe)
+FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[])
+    AS v(dp, dpe, cp, cpe, id)
 WHERE a.tenant = %s AND a.id = v.id"""
+_INSERT_TRANSFER_ROW = f"""
+INSERT INTO transfers (tenant, {_TRANSFER_COLUMNS})
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
 _INSERT_TRANSFERS = f"""
 INSERT INTO transfers (tenant, {_TRANSFER_COLUMNS})
 SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[],
     %s::text[], %s::text[], %s::text[], %s::float8[], %s::text[])"""
+_UPDATE_PENDING_ROW = "UPDATE transfers SET pending_state = %s WHERE id = %s AND tenant = %s"
 _UPDATE_PENDING = """
 UPDATE transfers AS t SET pending_state = v.state
-FROM unnest(%s::text[], %s::text[]) AS v(id, state)
+FROM unnest(%s::text[], %s::text[]) AS v(state, id)
 WHERE t.tenant = %s AND t.id = v.id"""
+_INSERT_JOURNAL_ROW = f"""
+INSERT INTO journal (tenant, {_JOURNAL_COLUMNS})
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
 _INSERT_JOURNAL = f"""
 INSERT INTO journal (tenant, {_JOURNAL_COLUMNS})
 SELECT %s, * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],
     %s::text[], %s::bigint[], %s::text[], %s::float8[], %s::text[], %s::text[])"""
+_UPSERT_HEAD = """
+INSERT INTO heads (tenant, seq, hash) VALUES (%s, %s, %s)
+ON CONFLICT (tenant) DO UPDATE SET seq = excluded.seq, hash = excluded.hash"""
+_ROWS_PER_STATEMENT_MAX = 4
 _ALLOCATE_OFFSETS = """
 INSERT INTO event_heads AS h (partition, "offset")
 SELECT * FROM unnest(%s::int[], %s::bigint[])
@@ -159,7 +177,8 @@ def _parse_url(url: str) -> tuple[str, str | None]:
         else:
             rest.append((name, value))
     try:
-        params = conninfo_to_dict(urlunsplit(parts._replace(query=urlencode(rest))))
+        query_rest = urlencode(rest, quote_via=quote)  # libpq reads %20, not +, as a space
+        params = conninfo_to_dict(urlunsplit(parts._replace(query=query_rest)))
     except psycopg.Error as e:
         raise InvalidStoreURL(f"invalid store URL {shown!r}: {_one_line(e)}") from None
     params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
@@ -178,6 +197,24 @@ def _mapped_errors(url: str) -> Iterator[None]:
         raise StoreUnavailable(f"{url}: {_one_line(e)}") from e
     except psycopg.Error as e:
         raise StoreError(f"{url}: {_one_line(e)}") from e
+
+
+def _write_rows(
+    cur: psycopg.Cursor[tuple[Any, ...]],
+    row_sql: str,
+    array_sql: str,
+    tenant: str,
+    rows: list[tuple[Any, ...]],
+) -> None:
+    if not rows:
+        return
+    tenant_last = row_sql.lstrip().startswith("UPDATE")
+    if len(rows) <= _ROWS_PER_STATEMENT_MAX:
+        params = [(*r, tenant) if tenant_last else (tenant, *r) for r in rows]
+        cur.executemany(row_sql, params)
+        return
+    columns = [list(c) for c in zip(*rows, strict=True)]
+    cur.execute(array_sql, (*columns, tenant) if tenant_last else (tenant, *columns))
 
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -353,69 +390,29 @@ class PostgresUnitOfWork(UnitOfWork):
         return found
 
     def write_ledger(self, tenant: str, changes: LedgerChanges) -> None:
-        accounts = list(changes.accounts.values())
-        transfers = changes.transfers
-        journal = changes.journal
-        statements: list[tuple[str, Sequence[Any]]] = [
-            (
-                _UPDATE_ACCOUNTS,
-                (
-                    [a.id for a in accounts],
-                    [a.debits_posted for a in accounts],
-                    [a.debits_pending for a in accounts],
-                    [a.credits_posted for a in accounts],
-                    [a.credits_pending for a in accounts],
-                    tenant,
-                ),
-            ),
-            (
-                _INSERT_TRANSFERS,
-                (
-                    tenant,
-                    [t.id for t in transfers],
-                    [t.debit_account for t in transfers],
-                    [t.credit_account for t in transfers],
-                    [t.amount for t in transfers],
-                    [t.currency for t in transfers],
-                    [t.kind.value for t in transfers],
-                    [t.pending_id for t in transfers],
-                    [t.payment_id for t in transfers],
-                    [t.at for t in transfers],
-                    [t.pending_state.value if t.pending_state else None for t in transfers],
-                ),
-            ),
-            (
-                _INSERT_JOURNAL,
-                (
-                    tenant,
-                    [e.seq for e in journal],
-                    [e.transfer_id for e in journal],
-                    [e.payment_id for e in journal],
-                    [e.kind for e in journal],
-                    [e.debit_account for e in journal],
-                    [e.credit_account for e in journal],
-                    [e.amount for e in journal],
-                    [e.currency for e in journal],
-                    [e.at for e in journal],
-                    [e.prev_hash for e in journal],
-                    [e.hash for e in journal],
-                ),
-            ),
+        accounts = [
+            (a.debits_posted, a.debits_pending, a.credits_posted, a.credits_pending, a.id)
+            for a in changes.accounts.values()
         ]
-        if changes.pending_states:
-            states = changes.pending_states
-            statements.append(
-                (_UPDATE_PENDING, (list(states), [s.value for s in states.values()], tenant))
-            )
-        if changes.head is not None:
-            statements.append(
-                (
-                    "INSERT INTO heads (tenant, seq, hash) VALUES (%s, %s, %s) ON CONFLICT"
-                    " (tenant) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-                    (tenant, changes.head.seq, changes.head.hash),
-                )
-            )
-        self._send(statements)
+        transfers = [
+            (t.id, t.debit_account, t.credit_account, t.amount, t.currency, t.kind.value,
+             t.pending_id, t.payment_id, t.at, t.pending_state.value if t.pending_state else None)
+            for t in changes.transfers
+        ]  # fmt: skip
+        journal = [
+            (e.seq, e.transfer_id, e.payment_id, e.kind, e.debit_account, e.credit_account,
+             e.amount, e.currency, e.at, e.prev_hash, e.hash)
+            for e in changes.journal
+        ]  # fmt: skip
+        states = [(s.value, tid) for tid, s in changes.pending_states.items()]
+        with _mapped_errors(self._store._shown):
+            cur = self._cursor()
+            _write_rows(cur, _UPDATE_ACCOUNT_ROW, _UPDATE_ACCOUNTS, tenant, accounts)
+            _write_rows(cur, _INSERT_TRANSFER_ROW, _INSERT_TRANSFERS, tenant, transfers)
+            _write_rows(cur, _UPDATE_PENDING_ROW, _UPDATE_PENDING, tenant, states)
+            _write_rows(cur, _INSERT_JOURNAL_ROW, _INSERT_JOURNAL, tenant, journal)
+            if changes.head is not None:
+                cur.execute(_UPSERT_HEAD, (tenant, changes.head.seq, changes.head.hash))
 
     def read_journal(self, tenant: str, after: int, limit: int) -> list[JournalEntry]:
         rows = self._query(

@@ -231,6 +231,33 @@ class StoreContract:
         ids = [e.transfer_id for e in whole_journal(store)]
         assert ids == ["fund-a", "solo", "l3", "l4"]
 
+    def test_large_batches_settle_many_pending_transfers(self, store: Store) -> None:
+        names = [f"c{i}" for i in range(8)]
+        fund(store, **dict.fromkeys(names, 100))
+        pendings = [
+            Transfer(f"p{i}", n, names[(i + 1) % 8], 10 + i, "EUR", PENDING)
+            for i, n in enumerate(names)
+        ]
+        assert submit_transfers(store, TENANT, pendings, 2.0) == [OK] * 8
+        second = [
+            Transfer(f"s{i}", kind=POST_PENDING if i % 2 else VOID, pending_id=f"p{i}")
+            for i in range(8)
+        ]
+        assert submit_transfers(store, TENANT, second, 3.0) == [OK] * 8
+        with store.unit_of_work() as uow:
+            stored = uow.get_transfers(TENANT, [f"p{i}" for i in range(8)])
+            accounts = uow.get_accounts(TENANT, names)
+        assert [stored[f"p{i}"].pending_state for i in range(8)] == [
+            PendingState.POSTED if i % 2 else PendingState.VOIDED for i in range(8)
+        ]
+        posted_out = {n: 10 + i if i % 2 else 0 for i, n in enumerate(names)}
+        posted_in = {names[(i + 1) % 8]: 10 + i if i % 2 else 0 for i in range(8)}
+        for n in names:
+            a = accounts[n]
+            assert (a.debits_pending, a.credits_pending) == (0, 0)
+            assert (a.debits_posted, a.credits_posted) == (posted_out[n], 100 + posted_in[n])
+        assert first_broken_link(whole_journal(store)) == 0
+
     # -- journal --------------------------------------------------------------------------
     def test_journal_is_ordered_paged_and_hash_chained_per_tenant(self, store: Store) -> None:
         fund(store, a=1000, b=0)
