@@ -1,0 +1,241 @@
+"""The scenario file: topology, workload, faults, SLOs, seed and run length, as pydantic models.
+
+Both runtimes take the same file, so the schema says what to model, never how one runtime
+models it. Every model forbids unknown fields: a misspelt key is an error, not a silent default.
+Durations and rates are written as people write them (`250ms`, `1500/s`, see units.py).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from scenarios.slo import SloError, parse_slo
+from scenarios.units import Duration, Rate
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_slo(text: str) -> str:
+    try:
+        parse_slo(text)
+    except SloError as e:
+        raise ValueError(str(e)) from None
+    return text
+
+
+SloText = Annotated[str, AfterValidator(_check_slo)]
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=40)]
+
+
+# -- topology -------------------------------------------------------------------------------
+class Gateway(_Model):
+    replicas: int = Field(default=2, ge=1, le=64)
+    workers: int = Field(default=4, ge=1, le=1024, description="request handlers per replica")
+
+
+class PaymentsWorkers(_Model):
+    workers: int = Field(default=2, ge=1, le=256, description="consumers in the 'payments' group")
+    batch: int = Field(
+        default=64, ge=1, le=10_000, description="most events a worker takes at once"
+    )
+    session_timeout: Duration = Field(
+        default=1.0, description="how long a dead consumer keeps partitions"
+    )
+
+
+class Ledger(_Model):
+    connections: int = Field(
+        default=8, ge=1, le=1024, description="concurrent commits on the primary"
+    )
+    replicas: int = Field(default=1, ge=0, le=8)
+    replication: Literal["sync", "async"] = "sync"
+    replication_lag: Duration = Field(default=0.005, description="mean lag of an async replica")
+
+
+class EventLog(_Model):
+    partitions: int = Field(default=8, ge=1, le=1024)
+
+
+class Settlement(_Model):
+    cutoff: Duration = Field(default=30.0, description="interval between settlement cut-offs")
+
+
+class BankPartner(_Model):
+    name: Name
+    statement_delay: Duration = Field(
+        default=0.0, description="after a period ends, until its statement"
+    )
+
+
+class Topology(_Model):
+    zones: list[Name] = Field(default_factory=lambda: ["a"], min_length=1)
+    gateway: Gateway = Field(default_factory=Gateway)
+    payments: PaymentsWorkers = Field(default_factory=PaymentsWorkers)
+    ledger: Ledger = Field(default_factory=Ledger)
+    event_log: EventLog = Field(default_factory=EventLog)
+    settlement: Settlement = Field(default_factory=Settlement)
+    bank_partners: list[BankPartner] = Field(
+        default_factory=lambda: [BankPartner(name="bank-a", statement_delay=0.0)], min_length=1
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Topology:
+        if len(set(self.zones)) != len(self.zones):
+            raise ValueError("zones: names must be unique")
+        names = [b.name for b in self.bank_partners]
+        if len(set(names)) != len(names):
+            raise ValueError("bank_partners: names must be unique")
+        taken = {"ledger", "settlement"}
+        clash = [n for n in names if n in taken or n.startswith(("gateway-", "payments-"))]
+        if clash:
+            raise ValueError(f"bank_partners: name {clash[0]!r} is a node name")
+        return self
+
+
+# -- workload -------------------------------------------------------------------------------
+class Amount(_Model):
+    """Payment amounts in minor units: lognormal around `median`, clipped to [min, max]."""
+
+    distribution: Literal["lognormal", "uniform", "fixed"] = "lognormal"
+    median: int = Field(default=2_500, ge=1)
+    sigma: float = Field(default=1.0, ge=0, le=5)
+    min: int = Field(default=1, ge=1)
+    max: int = Field(default=1_000_000, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Amount:
+        if not self.min <= self.median <= self.max:
+            raise ValueError("median: must lie between min and max")
+        return self
+
+
+class RateStep(_Model):
+    at: Duration
+    rate: Rate
+
+
+class Burst(_Model):
+    at: Duration
+    duration: Duration
+    rate: Rate = Field(description="extra arrivals per second on top of the profile")
+
+
+class Client(_Model):
+    timeout: Duration = 2.0
+    retries: int = Field(default=3, ge=0, le=100)
+    backoff: Duration = Field(default=0.1, description="first retry delay; doubles each attempt")
+    backoff_max: Duration = 5.0
+    jitter: float = Field(
+        default=0.5, ge=0, le=1, description="fraction of the delay drawn at random"
+    )
+    duplicate_probability: float = Field(default=0.0, ge=0, le=1)
+
+
+class Workload(_Model):
+    tenants: int = Field(default=1, ge=1, le=1000)
+    accounts: int = Field(default=100, ge=2, le=1_000_000, description="accounts per tenant")
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    initial_balance: int = Field(default=10_000_000, ge=0, description="minor units per account")
+    zipf: float = Field(
+        default=1.0, ge=0, le=5, description="account popularity skew (0 = uniform)"
+    )
+    amount: Amount = Field(default_factory=Amount)
+    rate: Rate = Field(description="open-model arrivals per second")
+    profile: list[RateStep] = Field(
+        default_factory=list, description="from each `at` on, the rate is `rate`"
+    )
+    bursts: list[Burst] = Field(default_factory=list)
+    client: Client = Field(default_factory=Client)
+
+    @model_validator(mode="after")
+    def _profile_sorted(self) -> Workload:
+        ats = [s.at for s in self.profile]
+        if ats != sorted(ats):
+            raise ValueError("profile: steps must be in time order")
+        return self
+
+
+# -- faults ---------------------------------------------------------------------------------
+class Crash(_Model):
+    """Crash `node` at `at`: its volatile state and in-flight work are lost; back after."""
+
+    kind: Literal["crash"]
+    node: str = Field(description="a node name, e.g. payments-1, gateway-2, ledger")
+    at: Duration
+    duration: Duration
+
+
+class Latency(_Model):
+    """Add `extra` one-way latency to every message between two zones (or within one)."""
+
+    kind: Literal["latency"]
+    zones: list[Name] = Field(min_length=1, max_length=2)
+    at: Duration
+    duration: Duration
+    extra: Duration
+
+
+TimedFault = Annotated[Crash | Latency, Field(discriminator="kind")]
+
+
+class BackgroundCrashes(_Model):
+    rate: Rate = Field(description="crashes per second per node")
+    down: Duration = 1.0
+    nodes: list[str] = Field(min_length=1)
+
+
+class BackgroundLatency(_Model):
+    rate: Rate = Field(description="latency spikes per second")
+    duration: Duration = 0.5
+    extra: Duration = 0.05
+
+
+class Background(_Model):
+    crashes: BackgroundCrashes | None = None
+    latency: BackgroundLatency | None = None
+
+
+class Faults(_Model):
+    timed: list[TimedFault] = Field(default_factory=list)
+    background: Background = Field(default_factory=Background)
+
+
+# -- the scenario ---------------------------------------------------------------------------
+class Scenario(_Model):
+    description: str = Field(min_length=1)
+    seed: int = Field(default=1, ge=0, lt=2**63)
+    duration: Duration
+    drain: Duration = 30.0
+    topology: Topology = Field(default_factory=Topology)
+    workload: Workload
+    faults: Faults = Field(default_factory=Faults)
+    slos: list[SloText] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _faults_in_topology(self) -> Scenario:
+        zones = set(self.topology.zones)
+        nodes = node_names(self.topology)
+        crashable = self.faults.background.crashes
+        named = [f.node for f in self.faults.timed if isinstance(f, Crash)]
+        for node in [*named, *(crashable.nodes if crashable else [])]:
+            if node not in nodes:
+                raise ValueError(f"faults: no node {node!r} (nodes: {', '.join(nodes)})")
+        for fault in self.faults.timed:
+            if isinstance(fault, Latency) and not set(fault.zones) <= zones:
+                raise ValueError(f"faults.timed: zones {fault.zones} are not all in topology.zones")
+        return self
+
+
+def node_names(topology: Topology) -> list[str]:
+    """The names faults and the nodes table use, in a stable order."""
+    return [
+        *(f"gateway-{i + 1}" for i in range(topology.gateway.replicas)),
+        *(f"payments-{i + 1}" for i in range(topology.payments.workers)),
+        "ledger",
+        "settlement",
+        *(b.name for b in topology.bank_partners),
+    ]

@@ -1,0 +1,240 @@
+"""Clients: open-model arrivals, Zipf-skewed accounts, timeouts and retries with the same key.
+
+Open model: requests arrive on their own schedule (Poisson with a piecewise-constant rate from
+the profile plus bursts) whether or not the system keeps up, so a slow system sees queues grow
+instead of the load politely backing off (no coordinated omission). A client that hears nothing
+within its timeout retries with the same idempotency key after an exponential backoff with
+jitter; the server must turn that into one payment.
+
+Timeouts are checked by one watcher process rather than a timer per request: the timeout is the
+same for every attempt, so deadlines arrive in send order and one deque holds them all.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+import random
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import simpy
+
+from reference_impl.service.payments import PaymentRequest
+from scenarios.schema import Amount, Workload
+
+
+@dataclass(slots=True)
+class Request:
+    """One logical payment a client wants made, across all of its attempts."""
+
+    key: str
+    tenant: str
+    body: PaymentRequest
+    request_hash: str
+    intended_at: float
+    attempts: int = 0
+    done: bool = False
+    gave_up: bool = False
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One HTTP attempt: a row of the requests table."""
+
+    request: Request
+    n: int
+    sent_at: float
+    done_at: float | None = None
+    status: int = 0
+    payment_id: str = ""
+    outcome: str = ""
+    finished: bool = field(default=False)
+
+
+Router = Callable[[Attempt], None]
+
+
+def account_ids(count: int) -> list[str]:
+    return [f"acc-{i:06d}" for i in range(count)]
+
+
+def tenant_ids(count: int) -> list[str]:
+    return [f"tenant-{i + 1}" for i in range(count)]
+
+
+class ZipfAccounts:
+    """Draws account indexes with P(rank k) proportional to 1 / k**s (s = 0 is uniform)."""
+
+    def __init__(self, count: int, s: float) -> None:
+        total = 0.0
+        self.cumulative: list[float] = []
+        for k in range(1, count + 1):
+            total += 1.0 / k**s
+            self.cumulative.append(total)
+        self.total = total
+
+    def draw(self, rng: random.Random) -> int:
+        return bisect.bisect_left(self.cumulative, rng.random() * self.total)
+
+    def pair(self, rng: random.Random) -> tuple[int, int]:
+        debtor = self.draw(rng)
+        creditor = self.draw(rng)
+        while creditor == debtor:
+            creditor = self.draw(rng)
+        return debtor, creditor
+
+
+def draw_amount(spec: Amount, rng: random.Random) -> int:
+    if spec.distribution == "fixed":
+        return spec.median
+    if spec.distribution == "uniform":
+        return rng.randint(spec.min, spec.max)
+    value = round(rng.lognormvariate(math.log(spec.median), spec.sigma))
+    return min(spec.max, max(spec.min, value))
+
+
+def rate_segments(workload: Workload, duration: float) -> Iterator[tuple[float, float, float]]:
+    """(start, end, rate) pieces covering [0, duration): profile steps plus active bursts."""
+    cuts = {0.0, duration}
+    cuts.update(s.at for s in workload.profile if s.at < duration)
+    for b in workload.bursts:
+        cuts.update(t for t in (b.at, b.at + b.duration) if t < duration)
+    points = sorted(cuts)
+    for start, end in itertools.pairwise(points):
+        rate = workload.rate
+        for step in workload.profile:
+            if step.at <= start:
+                rate = step.rate
+        for b in workload.bursts:
+            if b.at <= start < b.at + b.duration:
+                rate += b.rate
+        yield start, end, rate
+
+
+class Clients:
+    def __init__(
+        self,
+        env: simpy.Environment,
+        workload: Workload,
+        arrivals_rng: random.Random,
+        retry_rng: random.Random,
+        route: Router,
+    ) -> None:
+        self.env = env
+        self.workload = workload
+        self.client = workload.client
+        self.rng = arrivals_rng
+        self.retry_rng = retry_rng
+        self.route = route
+        self.tenants = tenant_ids(workload.tenants)
+        self.accounts = account_ids(workload.accounts)
+        self.zipf = ZipfAccounts(workload.accounts, workload.zipf)
+        self.requests: list[Request] = []
+        self.attempts: list[Attempt] = []
+        self.open_requests = 0
+        self._pending: deque[Attempt] = deque()
+        self._watcher_wake: simpy.Event | None = None
+
+    # -- arrivals -------------------------------------------------------------------------
+    def arrivals(self, duration: float) -> Generator[simpy.Event, Any, None]:
+        """Poisson arrivals; at a rate change the next gap is redrawn (memorylessness)."""
+        env, rng = self.env, self.rng
+        for start, end, rate in rate_segments(self.workload, duration):
+            if env.now < start:
+                yield env.timeout(start - env.now)
+            if rate <= 0:
+                continue
+            while True:
+                gap = rng.expovariate(rate)
+                if env.now + gap >= end:
+                    break
+                yield env.timeout(gap)
+                self._new_request()
+
+    def _new_request(self) -> None:
+        rng = self.rng
+        tenant = self.tenants[rng.randrange(len(self.tenants))]
+        debtor, creditor = self.zipf.pair(rng)
+        amount = draw_amount(self.workload.amount, rng)
+        body = PaymentRequest(
+            self.accounts[debtor], self.accounts[creditor], amount, self.workload.currency
+        )
+        digest = f"{body.debtor_account}|{body.creditor_account}|{amount}|{body.currency}"
+        req = Request(f"k{len(self.requests) + 1}", tenant, body, digest, self.env.now)
+        self.requests.append(req)
+        self.open_requests += 1
+        self._send(req)
+        if self.client.duplicate_probability and rng.random() < self.client.duplicate_probability:
+            self._send(req)  # a double submit: same key, same body, at the same moment
+
+    def _send(self, req: Request) -> None:
+        req.attempts += 1
+        attempt = Attempt(req, req.attempts, self.env.now)
+        self.attempts.append(attempt)
+        self._pending.append(attempt)
+        if self._watcher_wake is not None:
+            wake, self._watcher_wake = self._watcher_wake, None
+            wake.succeed()
+        self.route(attempt)
+
+    # -- answers --------------------------------------------------------------------------
+    def answer(self, attempt: Attempt, status: int, payment_id: str, outcome: str) -> None:
+        """The reply reaches the client; ignored if the client already gave up on it."""
+        if attempt.finished:
+            return
+        attempt.finished = True
+        attempt.done_at = self.env.now
+        attempt.status = status
+        attempt.payment_id = payment_id
+        attempt.outcome = outcome
+        req = attempt.request
+        if req.done:
+            return
+        if status in (202, 422):
+            self._close(req)
+        else:
+            self._retry(attempt)
+
+    def _close(self, req: Request, gave_up: bool = False) -> None:
+        req.done = True
+        req.gave_up = gave_up
+        self.open_requests -= 1
+
+    def _retry(self, attempt: Attempt) -> None:
+        req = attempt.request
+        if attempt.n != req.attempts:
+            return  # a later attempt (a double submit) is still in flight
+        if req.attempts > self.client.retries:
+            self._close(req, gave_up=True)
+            return
+        c = self.client
+        delay = min(c.backoff_max, c.backoff * 2 ** (attempt.n - 1))
+        delay *= 1 - c.jitter + c.jitter * self.retry_rng.random()
+        timer = self.env.timeout(delay)
+        timer.callbacks.append(lambda _ev: self._send(req))
+
+    def timeout_watcher(self) -> Generator[simpy.Event, Any, None]:
+        env, pending, timeout = self.env, self._pending, self.client.timeout
+        while True:
+            if not pending:
+                self._watcher_wake = env.event()
+                yield self._watcher_wake
+                continue
+            head = pending[0]
+            if head.finished:
+                pending.popleft()
+                continue
+            deadline = head.sent_at + timeout
+            if deadline > env.now:
+                yield env.timeout(deadline - env.now)
+                continue
+            pending.popleft()
+            head.finished = True
+            head.done_at = env.now
+            head.outcome = "timeout"
+            if not head.request.done:
+                self._retry(head)

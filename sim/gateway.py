@@ -1,0 +1,116 @@
+"""Gateway replicas behind a load balancer: each request runs the real `accept_payment`.
+
+A replica spends its CPU time (auth, validation), then commits the idempotency record, the
+payment and its PaymentReceived event on the ledger in one unit of work, and answers. The
+balancer sends each request to the next live replica; a request that reaches a replica which
+crashed meanwhile is refused, and one in flight at a crash is never answered (the client's
+timeout and retry take it from there).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from functools import partial
+
+from reference_impl.core.errors import InvalidInput
+from reference_impl.service.payments import Acceptance, PaymentsConfig, accept_payment
+from sim.clients import Attempt, Clients
+from sim.ledger import LedgerNode
+from sim.network import CLIENT_ZONE, Network
+from sim.node import Job, JobRun, Node, NodeDown
+from sim.service_times import ServiceTimes
+
+Accepted = Callable[[Acceptance, str], None]
+"""Told of each new payment (not of replays): the acceptance and the debtor's event key."""
+
+
+class Gateway:
+    def __init__(
+        self,
+        replicas: list[Node],
+        ledger: LedgerNode,
+        network: Network,
+        times: ServiceTimes,
+        rng: random.Random,
+        config: PaymentsConfig,
+        accepted: Accepted,
+    ) -> None:
+        self.replicas = replicas
+        self.ledger = ledger
+        self.network = network
+        self.times = times
+        self.rng = rng
+        self.config = config
+        self.accepted = accepted
+        self.clients: Clients | None = None
+        self._next = 0
+        self._ids = 0
+
+    def route(self, attempt: Attempt) -> None:
+        """The load balancer: the next live replica, or a refusal when none is up."""
+        n = len(self.replicas)
+        for i in range(n):
+            node = self.replicas[(self._next + i) % n]
+            if node.up:
+                self._next = (self._next + i + 1) % n
+                self.network.deliver(CLIENT_ZONE, node.zone, partial(self._arrive, node, attempt))
+                return
+        self._reply(CLIENT_ZONE, attempt, 503, "", "error")
+
+    def _arrive(self, node: Node, attempt: Attempt) -> None:
+        if not node.submit(_Accept(self, node, attempt)):
+            self._reply(node.zone, attempt, 503, "", "error")
+
+    def _reply(
+        self, zone: str, attempt: Attempt, status: int, payment_id: str, outcome: str
+    ) -> None:
+        clients = self.clients
+        assert clients is not None
+        self.network.deliver(
+            zone, CLIENT_ZONE, lambda: clients.answer(attempt, status, payment_id, outcome)
+        )
+
+    def commit_accept(self, attempt: Attempt, payment_id: str) -> Acceptance:
+        req = attempt.request
+        now = self.ledger.env.now
+        with self.ledger.store.unit_of_work() as uow:
+            acceptance = accept_payment(
+                uow, req.tenant, req.key, req.body, req.request_hash, payment_id, now, self.config
+            )
+            uow.commit()
+        if not acceptance.replayed:
+            self.accepted(acceptance, f"{req.tenant}/{req.body.debtor_account}")
+        return acceptance
+
+    def new_payment_id(self) -> str:
+        self._ids += 1
+        return f"p{self._ids}"
+
+
+class _Accept(Job):
+    __slots__ = ("attempt", "gateway", "node")
+
+    def __init__(self, gateway: Gateway, node: Node, attempt: Attempt) -> None:
+        super().__init__()
+        self.gateway = gateway
+        self.node = node
+        self.attempt = attempt
+
+    def run(self) -> JobRun:
+        gw, node, attempt = self.gateway, self.node, self.attempt
+        ledger = gw.ledger
+        # The ledger round trip is folded into the hold: links have no queue of their own.
+        cpu = gw.times.gateway_accept.sample(gw.rng) + gw.network.rtt(node.zone, ledger.zone)
+        yield node.env.timeout(cpu)
+        payment_id = gw.new_payment_id()
+        try:
+            acceptance = yield ledger.call(lambda: gw.commit_accept(attempt, payment_id))
+        except InvalidInput:
+            gw._reply(node.zone, attempt, 422, "", "rejected")
+        except NodeDown:
+            gw._reply(node.zone, attempt, 503, "", "error")
+        else:
+            outcome = "replayed" if acceptance.replayed else "accepted"
+            pid = str(acceptance.body["id"])
+            gw._reply(node.zone, attempt, acceptance.status_code, pid, outcome)

@@ -1,0 +1,205 @@
+"""A node: a FIFO queue in front of `workers` identical servers, which can crash and restart.
+
+Work arrives as jobs; a worker takes the next job and runs its generator inside the worker's
+own SimPy process, so a job costs no process of its own (the sim's hot path is the per-event
+overhead). A job holds its worker for as long as it runs, including while it waits on another
+node: that is how a thread blocked on a database call behaves, and what utilization means.
+
+The node keeps the time integrals that queueing theory talks about (number in system, busy
+workers), so mean waiting time, utilization and Little's law can be checked against the
+closed forms, and samples queue length and utilization for the run record.
+
+A crash interrupts every worker, drops the queue and tells each lost job (`lost()`); nothing in
+flight survives. A restart starts fresh workers on an empty queue.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+import simpy
+
+JobRun = Generator[simpy.Event, Any, None]
+
+
+class Job:
+    """A unit of work: `run()` is a generator of SimPy events; `lost()` is called on a crash."""
+
+    __slots__ = ("arrived_at", "started_at")
+
+    def __init__(self) -> None:
+        self.arrived_at = 0.0
+        self.started_at = 0.0
+
+    def run(self) -> JobRun:
+        raise NotImplementedError
+
+    def lost(self) -> None:
+        """The node crashed with this job queued or in service."""
+
+
+class NodeDown(Exception):
+    """The node is down: a call to it was refused or lost in a crash."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSample:
+    at: float
+    node: str
+    kind: str
+    zone: str
+    workers: int
+    up: bool
+    queue: int
+    in_system: int
+    busy: int
+    utilization: float
+    """Busy fraction of the workers over the interval that ends at `at`."""
+    arrivals: int
+    completions: int
+
+
+class Node:
+    def __init__(self, env: simpy.Environment, name: str, kind: str, zone: str, workers: int):
+        self.env = env
+        self.name = name
+        self.kind = kind
+        self.zone = zone
+        self.workers = workers
+        self.up = True
+        self.queue: deque[Job] = deque()
+        self._idle: list[simpy.Event] = []
+        self._procs: list[simpy.Process] = []
+        self._current: dict[int, Job] = {}
+        self.on_crash: list[Callable[[], None]] = []
+        self.on_restart: list[Callable[[], None]] = []
+        # Time integrals and counters (queueing-theory checks and the nodes table).
+        self.busy = 0
+        self.in_system = 0
+        self.arrivals = 0
+        self.completions = 0
+        self.lost_jobs = 0
+        self.wait_sum = 0.0
+        self.sojourn_sum = 0.0
+        self.area_busy = 0.0
+        self.area_in_system = 0.0
+        self._last = env.now
+        self._start_workers()
+
+    # -- work -----------------------------------------------------------------------------
+    def submit(self, job: Job) -> bool:
+        """Queue `job`; False (and the job is not taken) when the node is down."""
+        if not self.up:
+            return False
+        self._tick()
+        self.in_system += 1
+        self.arrivals += 1
+        job.arrived_at = self.env._now
+        # The job always waits in the queue, even for an idle worker: a crash then finds every
+        # job not yet started in one place (a job handed to a waking worker would be invisible).
+        self.queue.append(job)
+        if self._idle:
+            self._idle.pop().succeed()
+        return True
+
+    def _tick(self) -> None:
+        now = self.env._now
+        dt = now - self._last
+        if dt:
+            self.area_busy += self.busy * dt
+            self.area_in_system += self.in_system * dt
+            self._last = now
+
+    def _worker(self, slot: int) -> Generator[simpy.Event, Any, None]:
+        env = self.env
+        queue = self.queue
+        try:
+            while True:
+                if not queue:
+                    wake = env.event()
+                    self._idle.append(wake)
+                    yield wake
+                    continue  # another worker may have taken the job first
+                job = queue.popleft()
+                self._tick()
+                self.busy += 1
+                job.started_at = env._now
+                self.wait_sum += env._now - job.arrived_at
+                self._current[slot] = job
+                yield from job.run()
+                del self._current[slot]
+                self._tick()
+                self.busy -= 1
+                self.in_system -= 1
+                self.completions += 1
+                self.sojourn_sum += env._now - job.arrived_at
+        except simpy.Interrupt:
+            return
+
+    def _start_workers(self) -> None:
+        self._procs = [self.env.process(self._worker(i)) for i in range(self.workers)]
+
+    # -- failure --------------------------------------------------------------------------
+    def crash(self) -> None:
+        """Lose the queue and the work in service; every worker stops."""
+        if not self.up:
+            return
+        self._tick()
+        self.up = False
+        lost = [*self._current.values(), *self.queue]
+        for proc in self._procs:
+            if proc.is_alive:
+                proc.interrupt("crash")
+        self._procs = []
+        self._idle = []
+        self._current = {}
+        self.queue = deque()
+        self.busy = 0
+        self.in_system = 0
+        self.lost_jobs += len(lost)
+        for job in lost:
+            job.lost()
+        for hook in self.on_crash:
+            hook()
+
+    def restart(self) -> None:
+        if self.up:
+            return
+        self._tick()
+        self.up = True
+        self._start_workers()
+        for hook in self.on_restart:
+            hook()
+
+    # -- observation ----------------------------------------------------------------------
+    def sampler(self, interval: float, out: list[NodeSample]) -> Generator[simpy.Event, Any, None]:
+        """Append a sample every `interval` seconds (a SimPy process body)."""
+        last_area = 0.0
+        while True:
+            yield self.env.timeout(interval)
+            self._tick()
+            util = (self.area_busy - last_area) / (interval * self.workers)
+            last_area = self.area_busy
+            out.append(
+                NodeSample(
+                    self.env.now,
+                    self.name,
+                    self.kind,
+                    self.zone,
+                    self.workers,
+                    self.up,
+                    len(self.queue),
+                    self.in_system,
+                    self.busy,
+                    util,
+                    self.arrivals,
+                    self.completions,
+                )
+            )
+
+    def close_books(self) -> None:
+        """Bring the time integrals up to now (before reading them)."""
+        self._tick()
