@@ -7,9 +7,10 @@ Three steps, each inside the caller's unit of work (the caller commits):
 - `ingest_statement` reconciles a partner statement, settles the matched payments (PaymentSettled
   in the outbox) and stores every break.
 Every effect is keyed (payment id, batch id, statement id), so a redelivery or a replay is a
-no-op. State lives in the store's generic records; the partner-wide ones (cursors of open
-batches, payment items, statements) are namespaced by the partner's name instead of a tenant,
-because a partner's statement spans tenants.
+no-op. State lives in the store's generic records; the partner-wide ones (cursors of open batches,
+payment items, statements) are namespaced by the partner's name instead of a tenant, because a
+partner's statement spans tenants. The three steps share those records, so they assume one
+settlement writer at a time, as the runtime's single settlement loop provides.
 """
 
 from __future__ import annotations
