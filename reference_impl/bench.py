@@ -1,0 +1,284 @@
+"""Store throughput: transfers/s per store and batch size, against pgbench on the same server.
+
+`python -m reference_impl.bench [--seconds S] [--postgres URL] [--skip-postgres]`
+
+Every number is measured in this run, and the PostgreSQL numbers are put next to
+`pgbench -b tpcb-like` run on the same server in the same run (a baseline, not an absolute), so
+the ratios mean something on any machine. Each cell submits single-phase transfers between
+random overdraft accounts (nothing is refused) through `service.ledger.submit_transfers`, one
+unit of work per batch, from one client thread, except the "8 clients" row, which drives one
+transfer per transaction from 8 spawned processes (each its own store and connection) as
+pgbench drives 8 clients, over 10 tenants as pgbench's scale 10 has 10 branches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import random
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from reference_impl.adapters import open_store
+from reference_impl.core.ledger import Account, Transfer, TransferResult
+from reference_impl.service.ledger import create_accounts, submit_transfers
+from reference_impl.service.ports import Store
+
+BATCH_SIZES = (1, 10, 100, 1000)
+ACCOUNTS = 1000
+TENANTS = 10  # as pgbench's 10 branches at scale 10
+CLIENTS = 8
+PGBENCH_DB = "testbed_pgbench"
+MEMORY_TARGET = 50_000
+SQLITE_TARGET = 10_000
+ONE_PER_TXN_RATIO_TARGET = 0.5
+BATCHED_RATIO_TARGET = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    store: str
+    clients: int
+    batch: int
+    transfers_per_s: float
+
+
+def _setup(store: Store, tenants: int) -> None:
+    accounts = [Account(f"acc-{i}", "EUR", overdraft=True) for i in range(ACCOUNTS)]
+    for t in range(tenants):
+        create_accounts(store, f"tenant-{t}", accounts)
+
+
+def _batch(rng: random.Random, prefix: str, n: int, size: int) -> list[Transfer]:
+    out = []
+    for j in range(size):
+        debit, credit = rng.sample(range(ACCOUNTS), 2)
+        out.append(Transfer(f"{prefix}-{n}-{j}", f"acc-{debit}", f"acc-{credit}", 1, "EUR"))
+    return out
+
+
+def _drive(store: Store, tenants: int, batch: int, seconds: float, prefix: str) -> float:
+    """Submit batches for `seconds` of time spent in the store; transfers/s committed.
+
+    Building the requests is left out of the clock: it is the client's cost, not the store's.
+    """
+    rng = random.Random(prefix)
+    done = n = 0
+    busy = 0.0
+    while busy < seconds:
+        tenant = f"tenant-{rng.randrange(tenants)}"
+        transfers = _batch(rng, prefix, n, batch)
+        start = time.perf_counter()
+        results = submit_transfers(store, tenant, transfers, time.time())
+        busy += time.perf_counter() - start
+        if any(r is not TransferResult.OK for r in results):
+            raise RuntimeError(f"benchmark transfer refused: {set(results)}")
+        done += batch
+        n += 1
+    return done / busy
+
+
+def _measure(name: str, store: Store, batch: int, seconds: float) -> Cell:
+    _drive(store, 1, batch, min(0.3, seconds), f"warm-{batch}")  # caches, prepared statements
+    return Cell(name, 1, batch, _drive(store, 1, batch, seconds, f"run-{batch}"))
+
+
+def _client_process(url: str, index: int, seconds: float, start: Any, out: Any) -> None:
+    store = open_store(url)
+    try:
+        _drive(store, TENANTS, 1, 0.3, f"warm-c{index}")
+        start.wait()
+        rate = _drive(store, TENANTS, 1, seconds, f"run-c{index}")
+        out.put(rate)
+    finally:
+        store.close()
+
+
+def _measure_clients(url: str, seconds: float) -> Cell:
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(CLIENTS + 1)
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_client_process, args=(url, i, seconds, start, out))
+        for i in range(CLIENTS)
+    ]
+    for p in procs:
+        p.start()
+    start.wait(timeout=120)
+    # The clients run side by side for the same span, so their rates add up.
+    total = sum(out.get(timeout=seconds + 120) for _ in procs)
+    for p in procs:
+        p.join()
+    return Cell("postgres", CLIENTS, 1, total)
+
+
+def _pgbench(url: str, seconds: float) -> float:
+    """TPS of pgbench tpcb-like (scale 10, 8 clients) in its own database on the same server."""
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(url.split("?")[0])
+    with psycopg.connect(url.split("?")[0], autocommit=True) as conn:
+        if not conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (PGBENCH_DB,)
+        ).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PGBENCH_DB)))
+    env = dict(os.environ)
+    if params.get("password"):
+        env["PGPASSWORD"] = str(params["password"])
+    where = [
+        f"--host={params.get('host') or '127.0.0.1'}",
+        f"--port={params.get('port') or 5432}",
+        f"--username={params.get('user') or 'postgres'}",
+    ]
+    pgbench = shutil.which("pgbench") or "/usr/bin/pgbench"
+    subprocess.run(
+        [pgbench, "-i", "-s", "10", "-q", *where, PGBENCH_DB],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    jobs = str(min(CLIENTS, os.cpu_count() or 1))
+    seconds_arg = str(max(1, round(seconds)))
+    run = subprocess.run(
+        [pgbench, "-b", "tpcb-like", "-c", str(CLIENTS), "-j", jobs, "-T", seconds_arg, *where,
+         PGBENCH_DB],
+        check=True, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", run.stdout)
+    if match is None:
+        raise RuntimeError(f"cannot read pgbench's TPS from: {run.stdout!r}")
+    return float(match.group(1))
+
+
+def _with_schema(url: str, schema: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}schema={schema}"
+
+
+def _drop_schema(url: str, schema: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url.split("?")[0], autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def _bench_postgres(url: str, seconds: float, report: Callable[[Cell], None]) -> list[Cell]:
+    schema = f"testbed_bench_{os.getpid()}"
+    bench_url = _with_schema(url, schema)
+    cells = []
+    try:
+        store = open_store(bench_url)
+        try:
+            _setup(store, TENANTS)
+            for size in BATCH_SIZES:
+                cells.append(_measure("postgres", store, size, seconds))
+                report(cells[-1])
+        finally:
+            store.close()
+        cells.append(_measure_clients(bench_url, seconds))
+        report(cells[-1])
+    finally:
+        _drop_schema(url, schema)
+    return cells
+
+
+def _loop_ms() -> float:
+    """How fast this CPU runs Python, to read the absolute targets against."""
+    start = time.perf_counter()
+    total = 0
+    for i in range(1_000_000):
+        total += i
+    return (time.perf_counter() - start) * 1000
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reference_impl.bench", description=__doc__)
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--skip-postgres", action="store_true")
+    args = parser.parse_args(argv)
+
+    print(f"this CPU: a 1M-iteration Python loop takes {_loop_ms():.0f} ms; {os.cpu_count()} cores")
+    print(f"{'store':<24}{'clients':>8}{'batch':>8}{'transfers/s':>14}")
+
+    def report(cell: Cell) -> None:
+        print(f"{cell.store:<24}{cell.clients:>8}{cell.batch:>8}{cell.transfers_per_s:>14,.0f}")
+
+    cells: list[Cell] = []
+    memory = open_store("memory://")
+    _setup(memory, 1)
+    for size in BATCH_SIZES:
+        cells.append(_measure("memory", memory, size, args.seconds))
+        report(cells[-1])
+    with tempfile.TemporaryDirectory(prefix="testbed-bench-") as tmp:
+        sqlite = open_store(f"sqlite:///{tmp}/bench.db")
+        try:
+            _setup(sqlite, 1)
+            for size in BATCH_SIZES:
+                cell = _measure("sqlite (WAL, sync=FULL)", sqlite, size, args.seconds)
+                cells.append(cell)
+                report(cell)
+        finally:
+            sqlite.close()
+
+    pgbench_tps = None
+    if not args.skip_postgres:
+        cells += _bench_postgres(args.postgres, args.seconds, report)
+        pgbench_tps = _pgbench(args.postgres, args.seconds)
+        print(
+            f"{'pgbench tpcb-like':<24}{CLIENTS:>8}{'':>8}{pgbench_tps:>14,.0f}"
+            "  (TPS; scale 10, same server, same run)"
+        )
+
+    def rate(store: str, clients: int, batch: int) -> float:
+        return next(
+            c.transfers_per_s
+            for c in cells
+            if c.store.startswith(store) and c.clients == clients and c.batch == batch
+        )
+
+    top = BATCH_SIZES[-1]
+    checks: list[tuple[str, float, float, str]] = [
+        (f"memory, batch {top}, 1 core", rate("memory", 1, top), MEMORY_TARGET, ",.0f"),
+        (f"sqlite durable, batch {top}", rate("sqlite", 1, top), SQLITE_TARGET, ",.0f"),
+    ]
+    if pgbench_tps:
+        checks += [
+            (
+                f"postgres 1/txn, {CLIENTS} clients / pgbench",
+                rate("postgres", CLIENTS, 1) / pgbench_tps,
+                ONE_PER_TXN_RATIO_TARGET,
+                ".2f",
+            ),
+            (
+                f"postgres batch {top}, 1 client / pgbench",
+                rate("postgres", 1, top) / pgbench_tps,
+                BATCHED_RATIO_TARGET,
+                ".2f",
+            ),
+        ]
+    print()
+    print(f"{'target':<40}{'measured':>12}{'target':>12}  verdict")
+    for name, value, target, fmt in checks:
+        print(
+            f"{name:<40}{format(value, fmt):>12}{'>= ' + format(target, fmt):>12}"
+            f"  {_verdict(value >= target)}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
