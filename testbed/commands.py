@@ -7,4 +7,6 @@ import typer
 
 def register(app: typer.Typer) -> None:
     __import__("testbed.serve", fromlist=["register"]).register(app)
+    __import__("testbed.run", fromlist=["register"]).register(app)
+    __import__("testbed.scenarios_cmd", fromlist=["register"]).register(app)
     del app  # commands are added here as their modules land

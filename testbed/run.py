@@ -1,0 +1,150 @@
+"""`testbed run SCENARIO`: run a scenario, write the run directory, print the verdict.
+
+Exit codes: 0 when the audit and every SLO pass, 1 when one fails, 2 on bad input (a missing
+or invalid scenario, an unavailable mode), with one line per problem and no traceback.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from scenarios.loader import LoadedScenario, ScenarioError, load_scenario, resolved_yaml
+
+RUNS = Path("runs")
+
+
+def next_run_dir(base: Path, name: str, seed: int) -> Path:
+    n = 1
+    while (base / f"{name}-{seed}-{n}").exists():
+        n += 1
+    return base / f"{name}-{seed}-{n}"
+
+
+def _ms(seconds: Any) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "-"
+    return f"{seconds * 1000:.1f} ms"
+
+
+def verdict_tables(summary: dict[str, Any]) -> list[Table]:
+    """Latency percentiles, then the checks: throughput, outcomes, audit and each SLO."""
+    m = summary["metrics"]
+    latency = Table(title=f"{summary['scenario']} (seed {summary['seed']}): latency")
+    latency.add_column("")
+    for head in ("p50", "p95", "p99", "p99.9", "max"):
+        latency.add_column(head, justify="right")
+    for kind in ("ack", "posted"):
+        latency.add_row(
+            kind, *(_ms(m[f"{kind}.{s}"]) for s in ("p50", "p95", "p99", "p999", "max"))
+        )
+    checks = Table(title="verdict")
+    checks.add_column("check")
+    checks.add_column("value", justify="right")
+    checks.add_column("", justify="center")
+    checks.add_row("offered", f"{m['offered']:.1f}/s", "")
+    checks.add_row("throughput (acknowledged)", f"{m['throughput']:.1f}/s", "")
+    for status, count in summary["payments"].items():
+        checks.add_row(f"payments {status}", str(count), "")
+    counts = summary["audit"]["counts"]
+    found = ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "no violations"
+    checks.add_row("audit", found, _mark(summary["audit"]["ok"]))
+    for slo in summary["slos"]:
+        checks.add_row(f"SLO {slo['slo']}", _value(slo["left"]), _mark(slo["passed"]))
+    return [latency, checks]
+
+
+def _value(v: Any) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def _mark(ok: bool) -> str:
+    return "[green]pass[/green]" if ok else "[red]FAIL[/red]"
+
+
+def _fail_input(console: Console, lines: list[str]) -> None:
+    for line in lines:
+        console.print(line, markup=False, highlight=False)
+    raise typer.Exit(2)
+
+
+def run(
+    scenario: Annotated[Path, typer.Argument(help="a scenario YAML file")],
+    mode: Annotated[
+        str, typer.Option(help="sim (simulated time) or load (real processes)")
+    ] = "sim",
+    seed: Annotated[int | None, typer.Option(help="overrides the scenario's seed")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="run directory (default runs/NAME-SEED-N)")
+    ] = None,
+) -> None:
+    """Run a scenario, write its run record, audit it and check its SLOs."""
+    err = Console(stderr=True)
+    console = Console()
+    if mode == "load":
+        _fail_input(err, ["--mode load: the load runtime is not available yet; use --mode sim"])
+    if mode != "sim":
+        _fail_input(err, [f"--mode: must be sim or load, got {mode!r}"])
+    if seed is not None and not 0 <= seed < 2**63:
+        _fail_input(err, ["--seed: must be between 0 and 2^63-1"])
+    try:
+        loaded = load_scenario(scenario)
+    except ScenarioError as e:
+        _fail_input(err, e.lines)
+    the_seed = loaded.scenario.seed if seed is None else seed
+    run_dir = out if out is not None else next_run_dir(RUNS, loaded.name, the_seed)
+    summary = execute(loaded, the_seed, run_dir, console)
+    for table in verdict_tables(summary):
+        console.print(table)
+    console.print(f"run directory: {run_dir}")
+    if not summary["passed"]:
+        console.print(
+            f"[red]failed[/red]; reproduce with: testbed run {scenario} --seed {the_seed}"
+        )
+        raise typer.Exit(1)
+
+
+def execute(loaded: LoadedScenario, seed: int, run_dir: Path, console: Console) -> dict[str, Any]:
+    """Simulate, write the run record, audit, write summary.json; returns the summary."""
+    from reports.audit import audit, write_audit
+    from reports.record import load_run, write_run_record
+    from sim import export
+    from sim.run import simulate
+    from testbed.summary import dumps, summarise
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.1f}/{task.total:.0f} s simulated"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"{loaded.name} seed {seed}", total=loaded.scenario.duration)
+
+        def progress(now: float, horizon: float) -> None:
+            bar.update(task, completed=now, total=horizon)
+
+        result = simulate(loaded.scenario, seed, progress)
+    tables = export.tables(result)
+    write_run_record(
+        run_dir,
+        tables=tables,
+        meta=export.meta(result, loaded.name),
+        scenario_yaml=resolved_yaml(loaded.scenario),
+    )
+    audited = audit(load_run(run_dir))
+    write_audit(run_dir, audited)
+    summary = summarise(loaded.scenario, loaded.name, seed, tables, audited.to_json())
+    (run_dir / "summary.json").write_text(dumps(summary))
+    return summary
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
