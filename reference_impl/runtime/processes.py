@@ -138,8 +138,11 @@ class Supervisor:
                 if time.monotonic() - child.started_at >= _RESTART_DELAY_S:
                     print(f"{child.name} exited with {code}; restarting", flush=True)
                     child.start(env)
-        ok = self._stop([gateway]) and self._stop(self.children[1:])
-        return 0 if ok and gateway.proc is not None and gateway.proc.returncode == 0 else 1
+        # In order: no new payments once the workers stop, and the gateway's in-flight ones commit.
+        ok = self._stop([gateway])
+        ok = self._stop(self.children[1:]) and ok
+        print("stopped" if ok else "stopped (not cleanly)", flush=True)
+        return 0 if ok else 1
 
     def _stop(self, children: Sequence[Child]) -> bool:
         for child in children:
@@ -156,7 +159,9 @@ class Supervisor:
                 child.proc.kill()
                 child.proc.wait()
                 clean = False
-            clean = clean and child.proc.returncode in (0, -signal.SIGTERM)
+            if child.proc.returncode not in (0, -signal.SIGTERM):
+                print(f"{child.name} exited with {child.proc.returncode}", flush=True)
+                clean = False
         return clean
 
 
