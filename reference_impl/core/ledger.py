@@ -81,6 +81,8 @@ class TransferResult(StrEnum):
     PENDING_ALREADY_POSTED = "pending_already_posted"
     PENDING_ALREADY_VOIDED = "pending_already_voided"
     INSUFFICIENT_FUNDS = "insufficient_funds"
+    OVERFLOWS_DEBITS = "overflows_debits"
+    OVERFLOWS_CREDITS = "overflows_credits"
 
 
 @dataclass(slots=True)
@@ -347,6 +349,11 @@ def _apply_one(b: _Batch, t: Transfer, now: float) -> TransferResult:
         and debit.debits_posted + debit.debits_pending + amount > debit.credits_posted
     ):
         return TransferResult.INSUFFICIENT_FUNDS
+    # Counters are 64-bit in the SQL stores: refuse what would overflow them, in every store.
+    if debit.debits_posted + debit.debits_pending + amount > MAX_AMOUNT:
+        return TransferResult.OVERFLOWS_DEBITS
+    if credit.credits_posted + credit.credits_pending + amount > MAX_AMOUNT:
+        return TransferResult.OVERFLOWS_CREDITS
 
     if t.kind is TransferKind.PENDING:
         debit.debits_pending += amount
