@@ -169,6 +169,16 @@ class MemoryStore(Store):
         """Committed rows of one table (read-only use: tests and the sim's exporters)."""
         return self._live.get(name, {})
 
+    def records(self, kind: str) -> list[tuple[str, str, str]]:
+        """Committed records of one kind as (tenant, key, value), ordered (for exporters)."""
+        prefix = f"records/{kind}/"
+        return sorted(
+            (name[len(prefix) :], key, value)
+            for name, rows in self._live.items()
+            if name.startswith(prefix)
+            for key, value in rows.items()
+        )
+
 
 class MemoryUnitOfWork(UnitOfWork):
     """Holds the store's lock from creation to commit/rollback: serialisable by construction."""
@@ -253,12 +263,13 @@ class MemoryUnitOfWork(UnitOfWork):
         return out
 
     # -- records --------------------------------------------------------------------------
+    # One table per (kind, tenant), so listing one kind never scans another's rows.
     def get_record(self, kind: str, tenant: str, key: str) -> str | None:
-        value: str | None = self.get("records", (kind, tenant, key))
+        value: str | None = self.get(f"records/{kind}/{tenant}", key)
         return value
 
     def put_record(self, kind: str, tenant: str, key: str, value: str) -> None:
-        self.put("records", (kind, tenant, key), value)
+        self.put(f"records/{kind}/{tenant}", key, value)
 
     def insert_record_if_absent(self, kind: str, tenant: str, key: str, value: str) -> str | None:
         existing = self.get_record(kind, tenant, key)
@@ -269,11 +280,7 @@ class MemoryUnitOfWork(UnitOfWork):
     def list_records(
         self, kind: str, tenant: str, after_key: str = "", limit: int = 1000
     ) -> list[tuple[str, str]]:
-        rows = sorted(
-            (k, v)
-            for (rk, rt, k), v in self.scan("records")
-            if rk == kind and rt == tenant and k > after_key
-        )
+        rows = sorted((k, v) for k, v in self.scan(f"records/{kind}/{tenant}") if k > after_key)
         return rows[:limit]
 
     # -- event log ------------------------------------------------------------------------
