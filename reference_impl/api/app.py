@@ -1,4 +1,4 @@
-"""The gateway's app factory and its non-payment routes: accounts, journal, health, metrics.
+"""The gateway's app factory and the routes for accounts, the journal, health and metrics.
 
 `create_app(deps)` is the only entry point: the runtime composes it with its workers under
 uvicorn, the tests drive it through httpx.ASGITransport. docs/api.md is the contract as built.
@@ -20,6 +20,7 @@ from reference_impl.api.metrics import MetricsMiddleware
 from reference_impl.api.models import ID_PATTERN, NewAccount, openapi_body, parse_body
 from reference_impl.api.payments import payments_router
 from reference_impl.api.problems import Problem, invalid, responses
+from reference_impl.api.settlement import settlement_router
 from reference_impl.core.journal import JournalEntry
 from reference_impl.core.ledger import Account, AccountResult
 from reference_impl.service.ledger import create_accounts_in
@@ -161,6 +162,7 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     app.include_router(accounts_router(gw))
     app.include_router(payments_router(gw))
     app.include_router(journal_router(gw))
+    app.include_router(settlement_router(gw))
     app.include_router(operations_router(gw))
     app.state.gateway = gw
     return app

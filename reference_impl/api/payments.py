@@ -59,7 +59,11 @@ def payments_router(gw: Gateway) -> APIRouter:
                 "Bad request",
                 f"Idempotency-Key: header of 1 to {MAX_KEY_LENGTH} characters required, got {got}",
             )
-        body, request_hash = parse_body(await request.body(), NewPayment)
+        try:
+            body, request_hash = parse_body(await request.body(), NewPayment)
+        except Problem:
+            outcomes.labels("invalid").inc()
+            raise
         payment_request = PaymentRequest(
             body.debtor_account,
             body.creditor_account,
