@@ -22,6 +22,22 @@ from reference_impl.service.settlement import BATCH, BREAK, ITEM
 from sim.run import SimRun
 
 NAN = math.nan
+_EMPTY_DTYPES = {
+    **dict.fromkeys(
+        ["attempt", "status", "amount", "seq", "queue_length", "busy_workers"], "int64"
+    ),
+    **dict.fromkeys(
+        ["intended_at", "sent_at", "done_at", "received_at", "posted_at", "settled_at", "at"],
+        "float64",
+    ),
+    **dict.fromkeys(
+        ["cutoff_at", "booking_at", "value_at", "start", "end", "utilization"], "float64"
+    ),
+    **dict.fromkeys(
+        ["debits_posted", "debits_pending", "credits_posted", "credits_pending"], "int64"
+    ),
+    "overdraft": "bool",
+}
 
 
 def _t(value: float | None) -> float:
@@ -29,8 +45,11 @@ def _t(value: float | None) -> float:
 
 
 def _frame(rows: list[dict[str, Any]], columns: list[str], sort: list[str]) -> pd.DataFrame:
+    if not rows:
+        # Typed columns even with no rows (an empty frame would be all `object`).
+        return pd.DataFrame({c: pd.Series(dtype=_EMPTY_DTYPES.get(c, "object")) for c in columns})
     df = pd.DataFrame(rows, columns=columns)
-    return df.sort_values(sort, kind="stable").reset_index(drop=True) if len(df) else df
+    return df.sort_values(sort, kind="stable").reset_index(drop=True)
 
 
 def _records(run: SimRun, kind: str) -> list[tuple[str, str, str]]:
