@@ -20,6 +20,7 @@ from test_serve_load import (
     check_projection,
     drain,
     open_accounts,
+    retry_unacknowledged,
     run_clients,
     serve,
 )
@@ -88,6 +89,7 @@ def test_kill_9_of_the_whole_server_then_restart_loses_nothing_acknowledged(
         clients.join(30)
     assert len(ledger.acked) > 20
     with serve(store_url) as server:
+        retry_unacknowledged(server.url, ledger)
         drain(server.url)
         audit(server.url, ledger)
         assert server.stop() == 0, server.output

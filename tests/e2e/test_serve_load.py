@@ -46,6 +46,9 @@ class Ledger:
     """What the clients were told: idempotency key -> every payment id a 202 carried."""
 
     acked: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    sent: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Every key a client sent, with its body: a key sent but never acknowledged (the server
+    died before answering) may still have committed, and its client retries it."""
     attempts: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -60,6 +63,8 @@ class Ledger:
 
 def send(http: httpx.Client, ledger: Ledger, key: str, body: dict[str, Any], tries: int) -> bool:
     """POST until a 202 (recorded) or `tries` run out; 409 and transport errors are retried."""
+    with ledger.lock:
+        ledger.sent[key] = body
     for _ in range(tries):
         with ledger.lock:
             ledger.attempts += 1
@@ -124,6 +129,14 @@ def run_clients(
     with ThreadPoolExecutor(threads) as pool:
         for f in [pool.submit(worker, t) for t in range(threads)]:
             f.result()
+
+
+def retry_unacknowledged(url: str, ledger: Ledger) -> None:
+    """What a client does after the server came back: resend every unanswered key."""
+    with client(url) as http:
+        for key, body in list(ledger.sent.items()):
+            if key not in ledger.acked:
+                assert send(http, ledger, key, body, 5), key
 
 
 def lag(url: str) -> dict[str, float]:
@@ -258,6 +271,7 @@ def test_sigterm_mid_stream_loses_nothing_acknowledged(store_url: str) -> None:
     assert acked_before > 20
     # Whatever was acknowledged before the server went away is handled after a restart.
     with serve(store_url) as server:
+        retry_unacknowledged(server.url, ledger)
         drain(server.url)
         audit(server.url, ledger)
         assert server.stop() == 0
