@@ -7,7 +7,9 @@ debtor account, so one account's payments are handled in order by one consumer.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+
+from reference_impl.core.serial import to_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +71,7 @@ def event_key(event: PaymentEvent) -> str:
 
 def encode(event: PaymentEvent) -> tuple[str, str, str]:
     """(type, key, payload JSON) for the outbox."""
-    payload = json.dumps(asdict(event), separators=(",", ":"), sort_keys=True)
-    return type(event).__name__, event_key(event), payload
+    return type(event).__name__, event_key(event), to_json(event)
 
 
 def decode(type_name: str, payload: str) -> PaymentEvent:

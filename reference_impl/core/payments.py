@@ -8,11 +8,12 @@ IllegalTransition and leaves the payment unchanged.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from reference_impl.core.errors import IllegalTransition
+from reference_impl.core.serial import to_json
 
 
 class PaymentStatus(StrEnum):
@@ -77,7 +78,7 @@ class Payment:
         return replace(self, status=to, **changes)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+        return to_json(self)
 
     @classmethod
     def from_json(cls, text: str) -> Payment:

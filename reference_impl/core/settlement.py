@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from reference_impl.core.errors import IllegalTransition, InvalidAmount, InvalidInput
+from reference_impl.core.serial import to_dict
 
 
 class BatchStatus(StrEnum):
@@ -86,7 +87,7 @@ class SettlementBatch:
         return replace(self, status=to, **changes)
 
     def to_json(self) -> str:
-        return _dumps(asdict(self))
+        return _dumps(to_dict(self))
 
     @classmethod
     def from_json(cls, text: str) -> SettlementBatch:
@@ -97,7 +98,7 @@ class SettlementBatch:
         return cls(**data)
 
     def public(self) -> dict[str, Any]:
-        body = asdict(self)
+        body = to_dict(self)
         body["payment_ids"] = list(self.payment_ids)
         body["amounts"] = list(self.amounts)
         body["status"] = self.status.value
@@ -212,7 +213,7 @@ class SettlementItem:
     """The id of the missing break to resolve when the payment turns up on a later statement."""
 
     def to_json(self) -> str:
-        return _dumps(asdict(self))
+        return _dumps(to_dict(self))
 
     @classmethod
     def from_json(cls, text: str) -> SettlementItem:
@@ -258,7 +259,7 @@ class Break:
         return self.actual - self.expected
 
     def to_json(self) -> str:
-        return _dumps(asdict(self))
+        return _dumps(to_dict(self))
 
     @classmethod
     def from_json(cls, text: str) -> Break:
@@ -267,7 +268,7 @@ class Break:
         return cls(**data)
 
     def public(self) -> dict[str, Any]:
-        body = asdict(self)
+        body = to_dict(self)
         body["kind"] = self.kind.value
         return body
 
