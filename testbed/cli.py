@@ -1,7 +1,7 @@
 """The `testbed` command line: wires scenarios to a runtime and runs to reports.
 
-Each command lives in its own module and is imported only when it runs, so `testbed --help`
-stays fast and a command's heavy dependencies (simpy, fastapi, pandas) load only when needed.
+Each command lives in its own module (testbed/commands.py lists them); a module keeps its heavy
+imports (simpy, fastapi, pandas) inside the command function, so `testbed --help` stays fast.
 Exit codes: 0 pass, 1 a gate or audit failed, 2 bad input or error.
 """
 
@@ -15,6 +15,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _root() -> None:
+    """Payments Testbed: simulate and load-test payment infrastructure, then audit it."""
 
 
 def _register() -> None:

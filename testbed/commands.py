@@ -1,12 +1,14 @@
-"""Registers each subcommand with the typer app; one line per command module."""
+"""The subcommands, one module each; every module exposes `register(app)`."""
 
 from __future__ import annotations
 
+import importlib
+
 import typer
+
+COMMAND_MODULES = ("testbed.run", "testbed.scenarios_cmd", "testbed.serve")
 
 
 def register(app: typer.Typer) -> None:
-    __import__("testbed.serve", fromlist=["register"]).register(app)
-    __import__("testbed.run", fromlist=["register"]).register(app)
-    __import__("testbed.scenarios_cmd", fromlist=["register"]).register(app)
-    del app  # commands are added here as their modules land
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
