@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
+from reference_impl.bugs import BUGS, check_bug
 from scenarios.slo import SloError, parse_slo
 from scenarios.units import Duration, Rate
 
@@ -29,6 +30,7 @@ def _check_slo(text: str) -> str:
 
 SloText = Annotated[str, AfterValidator(_check_slo)]
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=40)]
+BugName = Annotated[str, AfterValidator(check_bug), WithJsonSchema({"enum": sorted(BUGS)})]
 
 
 # -- topology -------------------------------------------------------------------------------
@@ -214,6 +216,9 @@ class Scenario(_Model):
     workload: Workload
     faults: Faults = Field(default_factory=Faults)
     slos: list[SloText] = Field(default_factory=list)
+    bugs: list[BugName] = Field(
+        default_factory=list, description="bug-zoo variants to switch on (docs/bug-zoo.md)"
+    )
 
     @model_validator(mode="after")
     def _faults_in_topology(self) -> Scenario:
