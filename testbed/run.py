@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from reference_impl.bugs import BUGS, valid_names
 from scenarios.loader import LoadedScenario, ScenarioError, load_scenario, resolved_yaml
 
 RUNS = Path("runs")
@@ -74,6 +75,27 @@ def _fail_input(console: Console, lines: list[str]) -> None:
     raise typer.Exit(2)
 
 
+BugOption = Annotated[
+    list[str] | None,
+    typer.Option("--bug", help="switch on a bug-zoo variant (repeatable; see docs/bug-zoo.md)"),
+]
+
+
+def with_bugs(loaded: LoadedScenario, bugs: list[str] | None) -> LoadedScenario:
+    """The scenario with the `--bug` names added to its own `bugs:`; ValueError names the flag."""
+    unknown = [b for b in bugs or [] if b not in BUGS]
+    if unknown:
+        raise ValueError(f"--bug: unknown bug {unknown[0]!r} (valid: {valid_names()})")
+    merged = list(dict.fromkeys([*loaded.scenario.bugs, *(bugs or [])]))
+    scenario = loaded.scenario.model_copy(update={"bugs": merged})
+    return LoadedScenario(loaded.name, loaded.path, scenario)
+
+
+def bug_flags(bugs: list[str] | None) -> str:
+    """`--bug` flags for a reproduce command, in the order given."""
+    return "".join(f" --bug {b}" for b in dict.fromkeys(bugs or []))
+
+
 def run(
     scenario: Annotated[Path, typer.Argument(help="a scenario YAML file")],
     mode: Annotated[
@@ -83,6 +105,7 @@ def run(
     out: Annotated[
         Path | None, typer.Option(help="run directory (default runs/NAME-SEED-N)")
     ] = None,
+    bug: BugOption = None,
 ) -> None:
     """Run a scenario, write its run record, audit it and check its SLOs."""
     err = Console(stderr=True)
@@ -95,8 +118,11 @@ def run(
         _fail_input(err, ["--seed: must be between 0 and 2^63-1"])
     try:
         loaded = load_scenario(scenario)
+        loaded = with_bugs(loaded, bug)
     except ScenarioError as e:
         _fail_input(err, e.lines)
+    except ValueError as e:
+        _fail_input(err, [str(e)])
     the_seed = loaded.scenario.seed if seed is None else seed
     run_dir = out if out is not None else next_run_dir(RUNS, loaded.name, the_seed)
     summary = execute(loaded, the_seed, run_dir, console)
@@ -106,6 +132,7 @@ def run(
     if not summary["passed"]:
         console.print(
             f"[red]failed[/red]; reproduce with: testbed run {scenario} --seed {the_seed}"
+            f"{bug_flags(bug)}"
         )
         raise typer.Exit(1)
 
