@@ -12,6 +12,17 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from reference_impl.bugs import BUGS, check_bug
+
+# The fault models live in fault_specs.py; re-exported so `scenarios.schema` stays the one place
+# to import scenario models from.
+from scenarios.fault_specs import Background as Background
+from scenarios.fault_specs import BackgroundCrashes as BackgroundCrashes
+from scenarios.fault_specs import BackgroundLatency as BackgroundLatency
+from scenarios.fault_specs import Crash as Crash
+from scenarios.fault_specs import Fault as Fault
+from scenarios.fault_specs import Faults, fault_problems
+from scenarios.fault_specs import Latency as Latency
+from scenarios.fault_specs import TimedFault as TimedFault
 from scenarios.slo import SloError, parse_slo
 from scenarios.units import Duration, Rate
 
@@ -67,10 +78,18 @@ class Settlement(_Model):
 
 
 class BankPartner(_Model):
+    """A partner and how it behaves all run long (a `partner` fault changes it for a window)."""
+
     name: Name
     statement_delay: Duration = Field(
         default=0.0, description="after a period ends, until its statement"
     )
+    late_probability: float = Field(default=0.0, ge=0, le=1, description="per batch: a day late")
+    duplicate_line_probability: float = Field(default=0.0, ge=0, le=1)
+    missing_line_probability: float = Field(default=0.0, ge=0, le=1)
+    fee_probability: float = Field(default=0.0, ge=0, le=1)
+    fee_amount: int = Field(default=0, ge=0, description="minor units deducted as a fee")
+    reversal_probability: float = Field(default=0.0, ge=0, le=1)
 
 
 class Topology(_Model):
@@ -161,51 +180,6 @@ class Workload(_Model):
         return self
 
 
-# -- faults ---------------------------------------------------------------------------------
-class Crash(_Model):
-    """Crash `node` at `at`: its volatile state and in-flight work are lost; back after."""
-
-    kind: Literal["crash"]
-    node: str = Field(description="a node name, e.g. payments-1, gateway-2, ledger")
-    at: Duration
-    duration: Duration
-
-
-class Latency(_Model):
-    """Add `extra` one-way latency to every message between two zones (or within one)."""
-
-    kind: Literal["latency"]
-    zones: list[Name] = Field(min_length=1, max_length=2)
-    at: Duration
-    duration: Duration
-    extra: Duration
-
-
-TimedFault = Annotated[Crash | Latency, Field(discriminator="kind")]
-
-
-class BackgroundCrashes(_Model):
-    rate: Rate = Field(description="crashes per second per node")
-    down: Duration = 1.0
-    nodes: list[str] = Field(min_length=1)
-
-
-class BackgroundLatency(_Model):
-    rate: Rate = Field(description="latency spikes per second")
-    duration: Duration = 0.5
-    extra: Duration = 0.05
-
-
-class Background(_Model):
-    crashes: BackgroundCrashes | None = None
-    latency: BackgroundLatency | None = None
-
-
-class Faults(_Model):
-    timed: list[TimedFault] = Field(default_factory=list)
-    background: Background = Field(default_factory=Background)
-
-
 # -- the scenario ---------------------------------------------------------------------------
 class Scenario(_Model):
     description: str = Field(min_length=1)
@@ -222,16 +196,9 @@ class Scenario(_Model):
 
     @model_validator(mode="after")
     def _faults_in_topology(self) -> Scenario:
-        zones = set(self.topology.zones)
-        nodes = node_names(self.topology)
-        crashable = self.faults.background.crashes
-        named = [f.node for f in self.faults.timed if isinstance(f, Crash)]
-        for node in [*named, *(crashable.nodes if crashable else [])]:
-            if node not in nodes:
-                raise ValueError(f"faults: no node {node!r} (nodes: {', '.join(nodes)})")
-        for fault in self.faults.timed:
-            if isinstance(fault, Latency) and not set(fault.zones) <= zones:
-                raise ValueError(f"faults.timed: zones {fault.zones} are not all in topology.zones")
+        problems = fault_problems(self.faults, self.topology, node_names(self.topology))
+        if problems:
+            raise ValueError(problems[0])
         return self
 
 
