@@ -6,7 +6,7 @@ import importlib
 
 import typer
 
-COMMAND_MODULES = ("testbed.run", "testbed.scenarios_cmd", "testbed.serve")
+COMMAND_MODULES = ("testbed.run", "testbed.scenarios_cmd", "testbed.serve", "testbed.seeds")
 
 
 def register(app: typer.Typer) -> None:

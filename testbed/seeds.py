@@ -1,0 +1,291 @@
+"""`testbed seeds SCENARIO --count N`: a fault campaign, one scenario across N seeds.
+
+A seed passes when the audit finds no safety violation. Passing seeds leave nothing on disk but
+a line in campaign.json; a failing seed writes its full run record to DIR/seed-N, so it can be
+inspected, re-rendered or shrunk, and the command that reproduces it is printed. Exit codes:
+0 every seed passed, 1 a seed failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from scenarios.loader import LoadedScenario, ScenarioError, load_scenario, resolved_yaml
+from sim.campaign import CampaignJob, FirstViolation, SeedOutcome, default_jobs
+from testbed.run import RUNS, BugOption, bug_flags, with_bugs
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from reports.audit import AuditResult
+    from reports.record import RunRecord
+    from scenarios.schema import Scenario
+
+MAX_SEED = 2**63
+
+
+def audit_seed(scenario: Scenario, name: str, seed: int) -> AuditResult:
+    """Run one seed and audit it in memory, writing nothing."""
+    from reports.audit import audit
+    from sim import export
+    from sim.run import simulate
+
+    result = simulate(scenario, seed)
+    return audit(in_memory_record(export.tables(result), export.meta(result, name)))
+
+
+def in_memory_record(tables: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]) -> RunRecord:
+    """The run record straight from the sim's tables, without the parquet round trip."""
+    from reports.record import RunRecord
+
+    return RunRecord(
+        requests=tables["requests"],
+        payments=tables["payments"],
+        journal=tables["journal"],
+        accounts=tables["accounts"],
+        settlements=tables["settlements"],
+        statements=tables["statements"],
+        breaks=tables["breaks"],
+        faults=tables["faults"],
+        nodes=tables["nodes"],
+        meta=meta,
+    )
+
+
+def write_failed_run(
+    run_dir: Path,
+    scenario: Scenario,
+    name: str,
+    seed: int,
+    tables: Mapping[str, pd.DataFrame],
+    meta: Mapping[str, Any],
+) -> None:
+    """The run record, audit.json and summary.json, as `testbed run` writes them."""
+    from reports.audit import audit, write_audit
+    from reports.record import load_run, write_run_record
+    from testbed.summary import dumps, summarise
+
+    write_run_record(run_dir, tables=tables, meta=meta, scenario_yaml=resolved_yaml(scenario))
+    audited = audit(load_run(run_dir))
+    write_audit(run_dir, audited)
+    summary = summarise(scenario, name, seed, tables, audited.to_json())
+    (run_dir / "summary.json").write_text(dumps(summary))
+
+
+def judge_seed(job: CampaignJob, seed: int) -> SeedOutcome:
+    """One seed of a campaign (runs in a worker process); only a failure touches the disk."""
+    from reports.audit import SAFETY_KINDS, audit
+    from sim import export
+    from sim.run import simulate
+    from testbed.summary import metrics
+
+    start = time.perf_counter()
+    try:
+        result = simulate(job.scenario, seed)
+        tables = export.tables(result)
+        meta = export.meta(result, job.name)
+        audited = audit(in_memory_record(tables, meta))
+    except Exception as e:  # the system under test crashed: a finding, not a campaign error
+        crash = FirstViolation("error", None, None, traceback.format_exception_only(e)[-1].strip())
+        wall = time.perf_counter() - start
+        return SeedOutcome(seed, False, {"error": 1}, crash, 0, None, None, None, wall)
+    counts = {k: v for k, v in audited.counts.items() if v}
+    ok = not any(counts.get(k) for k in SAFETY_KINDS)
+    m = metrics(tables, job.scenario.duration, audited.counts)
+    run_dir = None
+    if not ok and job.fail_dir is not None:
+        run_dir = job.fail_dir / f"seed-{seed}"
+        write_failed_run(run_dir, job.scenario, job.name, seed, tables, meta)
+    found = audited.violations[0] if audited.violations else None
+    first = None
+    if found is not None:
+        first = FirstViolation(found.kind, found.payment_id, found.seq, found.detail)
+    return SeedOutcome(
+        seed=seed,
+        ok=ok,
+        counts=counts,
+        first=first,
+        payments=len(tables["payments"]),
+        ack_p99=_number(m["ack.p99"]),
+        posted_p99=_number(m["posted.p99"]),
+        run_dir=None if run_dir is None else str(run_dir),
+        wall=time.perf_counter() - start,
+    )
+
+
+def _number(value: float) -> float | None:
+    return None if value != value else value  # NaN: no payment got that far
+
+
+def describe_failure(outcome: SeedOutcome) -> str:
+    counts = ", ".join(f"{k} {n}" for k, n in sorted(outcome.counts.items()))
+    line = f"seed {outcome.seed} FAILED: {counts}"
+    if outcome.first is not None:
+        f = outcome.first
+        where = "".join(
+            [
+                f" payment {f.payment_id}" if f.payment_id else "",
+                f" seq {f.seq}" if f.seq is not None else "",
+            ]
+        )
+        line += f"; first: {f.kind}{where}: {f.detail}"
+    return line
+
+
+def next_campaign_dir(base: Path, name: str, start: int) -> Path:
+    n = 1
+    while (base / f"campaign-{name}-{start}-{n}").exists():
+        n += 1
+    return base / f"campaign-{name}-{start}-{n}"
+
+
+def _bad_input(err: Console, line: str) -> None:
+    err.print(line, markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def seeds(
+    scenario: Annotated[Path, typer.Argument(help="a scenario YAML file")],
+    count: Annotated[int, typer.Option(help="how many seeds to run")],
+    start: Annotated[
+        int | None, typer.Option(help="first seed (default: the scenario's seed)")
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option(help="worker processes (default: one per CPU)")
+    ] = None,
+    bug: BugOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="campaign directory (default runs/campaign-NAME-START-N)"),
+    ] = None,
+    shrink: Annotated[
+        bool, typer.Option("--shrink", help="shrink the first failing seed to DIR/shrunk.yaml")
+    ] = False,
+) -> None:
+    """Run a scenario across seeds in a process pool and audit every seed."""
+    err = Console(stderr=True)
+    console = Console()
+    try:
+        loaded = with_bugs(load_scenario(scenario), bug)
+    except ScenarioError as e:
+        for line in e.lines[:-1]:
+            err.print(line, markup=False, highlight=False, soft_wrap=True)
+        _bad_input(err, e.lines[-1])
+    except ValueError as e:
+        _bad_input(err, str(e))
+    first = loaded.scenario.seed if start is None else start
+    workers = default_jobs() if jobs is None else jobs
+    if count < 1:
+        _bad_input(err, f"--count: must be at least 1, got {count}")
+    if workers < 1:
+        _bad_input(err, f"--jobs: must be at least 1, got {workers}")
+    if first < 0 or first + count > MAX_SEED:
+        _bad_input(err, "--start: seeds must lie between 0 and 2^63-1")
+    campaign_dir = out if out is not None else next_campaign_dir(RUNS, loaded.name, first)
+    if campaign_dir.exists() and not campaign_dir.is_dir():
+        _bad_input(err, f"--out: {campaign_dir} exists and is not a directory")
+    campaign_dir.mkdir(parents=True, exist_ok=True)
+    summary = run_campaign(
+        loaded, scenario, range(first, first + count), workers, bug, campaign_dir, console
+    )
+    if shrink and summary["failures"]:
+        from testbed.shrink import shrink_run
+
+        shrink_run(Path(summary["failures"][0]["run_dir"]), campaign_dir / "shrunk.yaml", console)
+    raise typer.Exit(1 if summary["failed"] else 0)
+
+
+def run_campaign(
+    loaded: LoadedScenario,
+    path: Path,
+    seed_range: range,
+    jobs: int,
+    bug: list[str] | None,
+    campaign_dir: Path,
+    console: Console,
+) -> dict[str, Any]:
+    """Run the seeds with a progress bar, print each failure, write campaign.json."""
+    from sim.campaign import campaign_summary, run_seeds
+
+    job = CampaignJob(loaded.scenario, loaded.name, campaign_dir)
+
+    def reproduce(seed: int) -> str:
+        return f"testbed run {path} --seed {seed}{bug_flags(bug)}"
+
+    outcomes: list[SeedOutcome] = []
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("seeds, {task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task(f"{loaded.name}, {jobs} jobs", total=len(seed_range), failed=0)
+        for outcome in run_seeds(judge_seed, job, seed_range, jobs):
+            outcomes.append(outcome)
+            failed = sum(not o.ok for o in outcomes)
+            bar.update(task, advance=1, failed=failed)
+            if not outcome.ok:
+                bar.console.print(describe_failure(outcome), markup=False, highlight=False)
+                if outcome.run_dir:
+                    bar.console.print(f"  run record: {outcome.run_dir}", markup=False)
+                bar.console.print(f"  reproduce:  {reproduce(outcome.seed)}", markup=False)
+    summary = campaign_summary(
+        outcomes,
+        scenario=loaded.name,
+        bugs=list(loaded.scenario.bugs),
+        jobs=jobs,
+        wall=time.perf_counter() - started,
+        reproduce=reproduce,
+    )
+    (campaign_dir / "campaign.json").write_text(
+        json.dumps(summary, indent=2, sort_keys=True) + "\n"
+    )
+    _print_summary(summary, campaign_dir, console)
+    return summary
+
+
+def _ms(value: object) -> str:
+    return "-" if not isinstance(value, float) else f"{value * 1000:.1f} ms"
+
+
+def _print_summary(summary: dict[str, Any], campaign_dir: Path, console: Console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"campaign {summary['scenario']}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("seeds run", str(summary["run"]))
+    table.add_row("passed", str(summary["passed"]))
+    table.add_row("failed", str(summary["failed"]))
+    for kind, n in summary["failures_by_kind"].items():
+        table.add_row(f"  seeds with {kind}", str(n))
+    for name in ("ack_p99", "posted_p99"):
+        spread = summary["latency_across_seeds"][name]
+        table.add_row(
+            f"{name} across seeds (p50 / p99)", f"{_ms(spread['p50'])} / {_ms(spread['p99'])}"
+        )
+    table.add_row(
+        "wall", f"{summary['wall_seconds']:.1f} s ({summary['seeds_per_minute']} seeds/min)"
+    )
+    console.print(table)
+    console.print(f"campaign summary: {campaign_dir / 'campaign.json'}", markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """`seeds` and its companion `shrink` (testbed/shrink.py)."""
+    from testbed.shrink import shrink_cmd
+
+    app.command("seeds")(seeds)
+    app.command("shrink")(shrink_cmd)
