@@ -7,7 +7,7 @@ rejects it outright instead of converting it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, Inexact, InvalidOperation, localcontext
 
 from reference_impl.core.errors import InvalidAmount, UnknownCurrency
 
@@ -79,9 +79,21 @@ def parse_major(text: str, code: str, field: str = "amount") -> int:
         raise InvalidAmount(f"{field}: {text!r} is not a decimal number") from None
     if not value.is_finite():
         raise InvalidAmount(f"{field}: {text!r} is not a finite number")
-    minor = value.scaleb(cur.exponent)
+    # Decimal arithmetic rounds to the context precision and overflows past its exponent range,
+    # so bound the magnitude exactly first (10**19 > MAX_AMOUNT), then scale with Inexact trapped.
+    if value.adjusted() + cur.exponent >= 19:
+        raise InvalidAmount(f"{field}: {text!r} is out of range (1 to 2^63-1 minor units)")
+    too_many_decimals = InvalidAmount(
+        f"{field}: {text!r} has more than {cur.exponent} decimals for {code}"
+    )
+    with localcontext() as ctx:
+        ctx.traps[Inexact] = True
+        try:
+            minor = value.scaleb(cur.exponent)
+        except Inexact:
+            raise too_many_decimals from None
     if minor != minor.to_integral_value():
-        raise InvalidAmount(f"{field}: {text!r} has more than {cur.exponent} decimals for {code}")
+        raise too_many_decimals
     return check_amount(int(minor), field)
 
 
