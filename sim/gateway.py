@@ -5,6 +5,11 @@ payment and its PaymentReceived event on the ledger in one unit of work, and ans
 balancer sends each request to the next live replica; a request that reaches a replica which
 crashed meanwhile is refused, and one in flight at a crash is never answered (the client's
 timeout and retry take it from there).
+
+Two bug-zoo variants split that one unit of work in two, with a commit's time between, so a
+concurrent request or a crash can fall into the gap: `idempotency-race` looks the key up in
+one unit of work and inserts in the next; `publish-before-commit` publishes the payment to the
+workers in one and records the key's answer in the next.
 """
 
 from __future__ import annotations
@@ -14,7 +19,13 @@ from collections.abc import Callable
 from functools import partial
 
 from reference_impl.core.errors import InvalidInput
-from reference_impl.service.payments import Acceptance, PaymentsConfig, accept_payment
+from reference_impl.service.payments import (
+    Acceptance,
+    PaymentsConfig,
+    accept_payment,
+    record_answer,
+    replay_for,
+)
 from sim.clients import Attempt, Clients
 from sim.ledger import LedgerNode
 from sim.network import CLIENT_ZONE, Network
@@ -83,6 +94,23 @@ class Gateway:
             self.accepted(acceptance, f"{req.tenant}/{req.body.debtor_account}")
         return acceptance
 
+    def look_up(self, attempt: Attempt) -> Acceptance | None:
+        """`idempotency-race`: the key's stored answer, in a unit of work of its own."""
+        req = attempt.request
+        with self.ledger.store.unit_of_work() as uow:
+            return replay_for(uow, req.tenant, req.key, req.request_hash, self.ledger.env.now)
+
+    def commit_answer(self, attempt: Attempt, acceptance: Acceptance) -> Acceptance:
+        """`publish-before-commit`: record the key's answer after the payment went out."""
+        req = attempt.request
+        now = self.ledger.env.now
+        with self.ledger.store.unit_of_work() as uow:
+            answer = record_answer(
+                uow, req.tenant, req.key, req.request_hash, acceptance, now, self.config
+            )
+            uow.commit()
+        return answer
+
     def new_payment_id(self) -> str:
         self._ids += 1
         return f"p{self._ids}"
@@ -104,8 +132,22 @@ class _Accept(Job):
         cpu = gw.times.gateway_accept.sample(gw.rng) + gw.network.rtt(node.zone, ledger.zone)
         yield node.env.timeout(cpu)
         payment_id = gw.new_payment_id()
+        bugs = gw.config.bugs
         try:
-            acceptance = yield ledger.call(lambda: gw.commit_accept(attempt, payment_id))
+            if "idempotency-race" in bugs:
+                replay = yield ledger.call(lambda: gw.look_up(attempt), origin=node)
+                if replay is not None:
+                    pid = str(replay.body["id"])
+                    gw._reply(node.zone, attempt, replay.status_code, pid, "replayed")
+                    return
+            acceptance = yield ledger.call(
+                lambda: gw.commit_accept(attempt, payment_id), origin=node
+            )
+            if "publish-before-commit" in bugs and not acceptance.replayed:
+                published = acceptance
+                acceptance = yield ledger.call(
+                    lambda: gw.commit_answer(attempt, published), origin=node
+                )
         except InvalidInput:
             gw._reply(node.zone, attempt, 422, "", "rejected")
         except NodeDown:

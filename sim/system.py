@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import simpy
 
+from reference_impl.bugs import enabled
 from reference_impl.core.events import (
     PaymentEvent,
     PaymentFailed,
@@ -29,9 +30,10 @@ from reference_impl.service.payments import (
 )
 from reference_impl.service.ports import LoggedEvent, UnitOfWork, partition_for
 from scenarios.schema import Scenario
+from sim import zoo
 from sim.clients import Clients, account_ids, tenant_ids
 from sim.eventlog import ConsumerGroup
-from sim.faults import Crashable, FaultInjector
+from sim.faults import FaultInjector
 from sim.gateway import Gateway
 from sim.ledger import LedgerNode
 from sim.network import Network
@@ -53,10 +55,13 @@ class System:
         topo = scenario.topology
         zones = list(topo.zones)
         self.partitions = topo.event_log.partitions
-        self.config = PaymentsConfig(partitions=self.partitions)
+        self.bugs = enabled(scenario.bugs)
+        self.config = PaymentsConfig(partitions=self.partitions, bugs=self.bugs)
         self.screening = ScreeningRules()
         self.network = Network(env, times, streams.get("network"))
-        self.ledger = LedgerNode(env, topo.ledger, zones, self.network, times, streams)
+        ledger_spec = zoo.ledger_spec(topo.ledger, self.bugs)
+        self.ledger = LedgerNode(env, ledger_spec, zones, self.network, times, streams)
+        zoo.fit_store(self.ledger, self.bugs)
 
         def zone(i: int) -> str:
             return zones[i % len(zones)]
@@ -112,9 +117,8 @@ class System:
             self.ledger.node,
             self.settlement.node,
         ]
-        targets: dict[str, Crashable] = {n.name: n for n in self.nodes}
-        targets.update({p.name: p for p in self.settlement.partners})
-        self.faults = FaultInjector(env, targets, self.network, streams.get("faults"))
+        self.faults = FaultInjector(self)
+        zoo.install(self)
         self._open_accounts()
 
     # -- set-up ---------------------------------------------------------------------------
@@ -171,6 +175,7 @@ class System:
         env.process(self.clients.arrivals(duration))
         env.process(self.clients.timeout_watcher())
         env.process(self.settlement.cutoffs())
+        zoo.start(self)
         if self.scenario.topology.ledger.replicas and self.ledger.spec.replication == "async":
             env.process(self.ledger.replicator())
         for node in self.nodes:

@@ -9,6 +9,11 @@ is a write set with a sequence number; the store can model:
 - replication: a replica applies write sets `sync`hronously at commit or `async`hronously when
   `replicate()` is called (the sim decides the lag); `failover()` promotes the replica and
   returns how many acknowledged commits it did not have (the data that async replication loses).
+
+One bug-zoo variant lives here because it is about what a read sees: with `lost-update` in
+`bugs`, account reads come from a view refreshed only by `refresh_reads()` (the sim calls it on
+a short interval), so two units of work in one interval read the same balance and the second
+write discards the first: a read-modify-write without a lock.
 """
 
 from __future__ import annotations
@@ -58,8 +63,11 @@ class MemoryStore(Store):
         durable_commits: bool = True,
         replication: Replication = "none",
         url: str = "memory://",
+        bugs: frozenset[str] = frozenset(),
     ) -> None:
         self.url = url
+        self.bugs = bugs
+        self._read_view: dict[Any, Any] | None = None
         self.durable_commits = durable_commits
         self.replication = replication
         self._lock = threading.RLock()
@@ -165,6 +173,11 @@ class MemoryStore(Store):
             self._replica_seq = self._advance(self._replica, self._replica_seq, self._committed)
         self._trim()
 
+    def refresh_reads(self) -> None:
+        """`lost-update`: the account balances reads see, as of now (a no-op without the bug)."""
+        if "lost-update" in self.bugs:
+            self._read_view = dict(self._live.get("accounts", {}))
+
     def table(self, name: str) -> dict[Any, Any]:
         """Committed rows of one table (read-only use: tests and the sim's exporters)."""
         return self._live.get(name, {})
@@ -216,8 +229,12 @@ class MemoryUnitOfWork(UnitOfWork):
 
     def get_accounts(self, tenant: str, ids: Collection[str]) -> dict[str, Account]:
         found = {}
+        stale = self._store._read_view
         for i in ids:
-            acc = self.get("accounts", (tenant, i))
+            key = (tenant, i)
+            acc = self.get("accounts", key)
+            if stale is not None and key in stale and ("accounts", key) not in self._writes:
+                acc = stale[key]
             if acc is not None:
                 found[i] = acc
         return found

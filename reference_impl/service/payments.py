@@ -62,6 +62,8 @@ class PaymentsConfig:
     partitions: int = 8
     idempotency_retention: float = 86400.0
     """Seconds an idempotency key is remembered (default 24 h)."""
+    bugs: frozenset[str] = frozenset()
+    """Bug-zoo variants switched on (reference_impl/bugs.py); empty in any real deployment."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +140,14 @@ def accept_payment(
     """The gateway's command: a 202 with the new payment, or the stored answer for a replay.
 
     The caller commits. Raises InvalidPayment (nothing stored) or IdempotencyKeyReused.
+    Bug zoo: `skip-idempotency` neither looks the key up nor keeps it exclusive;
+    `idempotency-race` leaves the lookup to the caller, in an earlier unit of work
+    (`replay_for`); `publish-before-commit` leaves the idempotency record to a later one
+    (`record_answer`), after the payment is already published to the workers.
     """
-    stored = uow.get_record(IDEMPOTENCY, tenant, key)
-    if stored is not None:
-        replay = _replay(stored, request_hash, now)
+    bugs = config.bugs
+    if not bugs & {"skip-idempotency", "idempotency-race"}:
+        replay = replay_for(uow, tenant, key, request_hash, now)
         if replay is not None:
             return replay
     debtor_name, creditor_name = _validate(uow, tenant, req)
@@ -159,17 +165,49 @@ def accept_payment(
         debtor_name=debtor_name,
         creditor_name=creditor_name,
     )
-    body = payment.public()
+    acceptance = Acceptance(202, payment.public(), False)
+    if "publish-before-commit" not in bugs:
+        answer = record_answer(uow, tenant, key, request_hash, acceptance, now, config)
+        if answer is not acceptance:
+            return answer
+    save_payment(uow, payment)
+    event = PaymentReceived(payment.id, tenant, payment.debtor_account, now)
+    append(uow, [event], config.partitions, now)
+    return acceptance
+
+
+def replay_for(
+    uow: UnitOfWork, tenant: str, key: str, request_hash: str, now: float
+) -> Acceptance | None:
+    """The stored answer for a live key (IdempotencyKeyReused for another body), or None."""
+    stored = uow.get_record(IDEMPOTENCY, tenant, key)
+    return _replay(stored, request_hash, now) if stored is not None else None
+
+
+def record_answer(
+    uow: UnitOfWork,
+    tenant: str,
+    key: str,
+    request_hash: str,
+    acceptance: Acceptance,
+    now: float,
+    config: PaymentsConfig,
+) -> Acceptance:
+    """Remember `acceptance` as the key's answer; returns it, or the answer stored first."""
     record = json.dumps(
         {
             "request_hash": request_hash,
-            "status_code": 202,
-            "body": body,
+            "status_code": acceptance.status_code,
+            "body": acceptance.body,
             "expires_at": now + config.idempotency_retention,
         },
         separators=(",", ":"),
         sort_keys=True,
     )
+    if config.bugs & {"skip-idempotency", "idempotency-race"}:
+        # The bug: a blind write, so a concurrent request with the key overwrites the answer.
+        uow.put_record(IDEMPOTENCY, tenant, key, record)
+        return acceptance
     # Insert-if-absent, not put: a concurrent request with the same key that got here first
     # wins, and this one answers with its stored response instead of creating a second payment.
     raced = uow.insert_record_if_absent(IDEMPOTENCY, tenant, key, record)
@@ -178,10 +216,7 @@ def accept_payment(
         if replay is not None:
             return replay
         uow.put_record(IDEMPOTENCY, tenant, key, record)
-    save_payment(uow, payment)
-    event = PaymentReceived(payment.id, tenant, payment.debtor_account, now)
-    append(uow, [event], config.partitions, now)
-    return Acceptance(202, body, False)
+    return acceptance
 
 
 def _replay(stored: str, request_hash: str, now: float) -> Acceptance | None:
@@ -205,6 +240,26 @@ def handle_payment_events(
 
     Returns the events it emitted (also appended to the outbox). The caller commits.
     """
+    emitted = apply_payment_events(uow, events, screening, now, config)
+    commit_offset(uow, events)
+    return emitted
+
+
+def commit_offset(uow: UnitOfWork, events: Sequence[LoggedEvent]) -> None:
+    """Advance the group's offset past `events` (in the same unit of work as their effects)."""
+    if events:
+        last = events[-1]
+        uow.set_offset(PAYMENTS_GROUP, last.partition, last.offset)
+
+
+def apply_payment_events(
+    uow: UnitOfWork,
+    events: Sequence[LoggedEvent],
+    screening: Screening,
+    now: float,
+    config: PaymentsConfig,
+) -> list[PaymentEvent]:
+    """The effects of a batch, without the offset: screen, reserve, post; emit the events."""
     if not events:
         return []
     received: list[Payment] = []
@@ -220,11 +275,9 @@ def handle_payment_events(
             received.append(payment)
         elif isinstance(event, PaymentReserved) and payment.status is PaymentStatus.RESERVED:
             reserved.append(payment)
-    emitted = _screen_and_reserve(uow, received, screening, now)
+    emitted = _screen_and_reserve(uow, received, screening, now, config.bugs)
     emitted += _post(uow, reserved, now)
     append(uow, emitted, config.partitions, now)
-    last = events[-1]
-    uow.set_offset(PAYMENTS_GROUP, last.partition, last.offset)
     return emitted
 
 
@@ -235,8 +288,17 @@ def _by_tenant(payments: Sequence[Payment]) -> dict[str, list[Payment]]:
     return groups
 
 
+def _through_float(amount: int) -> int:
+    """The `float-money` bug: minor units to float major units and back, truncated (29 -> 28)."""
+    return int(amount / 100 * 100)
+
+
 def _screen_and_reserve(
-    uow: UnitOfWork, payments: Sequence[Payment], screening: Screening, now: float
+    uow: UnitOfWork,
+    payments: Sequence[Payment],
+    screening: Screening,
+    now: float,
+    bugs: frozenset[str],
 ) -> list[PaymentEvent]:
     emitted: list[PaymentEvent] = []
     approved: list[Payment] = []
@@ -254,7 +316,7 @@ def _screen_and_reserve(
                 p.reserve_transfer_id,
                 p.debtor_account,
                 p.creditor_account,
-                p.amount,
+                _through_float(p.amount) if "float-money" in bugs else p.amount,
                 p.currency,
                 TransferKind.PENDING,
                 payment_id=p.id,
