@@ -1,28 +1,75 @@
-"""Faults on a timeline: timed crashes and latency windows, and background rates of both.
+"""Faults on a timeline: each fault kind is a window that starts, does harm, and ends.
 
-Each fault is applied and undone by a timer, and written to the faults table as it starts, so
-the report can shade its window. Background rates are Poisson processes drawn from their own
-stream, so adding background faults leaves the workload's numbers unchanged.
+A timed fault opens its window at `at`; a background fault opens windows as a Poisson process
+(one window at a time per entry, so "down for 1 s" means it); a swarm draws background faults
+from the seed (sim/swarm.py). Targets a background fault leaves open are drawn per window.
+
+Every window goes to the faults table when it opens (so the report can shade it) and its
+detail is completed when it closes with what it did (messages dropped, commits failed,
+acknowledged commits lost, ...), so the table alone explains a run. All draws come from the
+"faults" stream, so adding faults leaves the workload's numbers unchanged.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import simpy
 
-from scenarios.schema import Crash, Faults, Latency
+from reference_impl.adapters.bank_partner import PartnerBehaviour
+from scenarios.fault_specs import (
+    CLIENTS,
+    ClockSkew,
+    Clog,
+    Crash,
+    Disk,
+    Duplicate,
+    Failover,
+    Fault,
+    Faults,
+    Latency,
+    LeaderFailover,
+    Loss,
+    Partition,
+    PartnerChaos,
+    Pause,
+    Rebalance,
+    Reorder,
+    ZoneOutage,
+)
+from scenarios.schema import Scenario
 from scenarios.units import format_duration
-from sim.network import Network
+from sim.eventlog import ConsumerGroup
+from sim.ledger import LedgerNode
+from sim.network import MessageFault, Network
+from sim.node import Node
+from sim.rng import Streams
+from sim.settlement import Partner, SettlementWorker
+from sim.swarm import swarm_faults
+
+Undo = Callable[[], str]
+"""Ends a window; returns what the window did, for the faults table."""
 
 
 class Crashable(Protocol):
     def crash(self) -> None: ...
 
     def restart(self) -> None: ...
+
+
+class Plant(Protocol):
+    """What faults act on: the wired system (sim/system.py)."""
+
+    env: simpy.Environment
+    scenario: Scenario
+    streams: Streams
+    network: Network
+    ledger: LedgerNode
+    nodes: list[Node]
+    groups: list[ConsumerGroup]
+    settlement: SettlementWorker
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,84 +82,309 @@ class FaultRow:
 
 
 class FaultInjector:
-    def __init__(
-        self,
-        env: simpy.Environment,
-        targets: dict[str, Crashable],
-        network: Network,
-        rng: random.Random,
-    ) -> None:
-        self.env = env
-        self.targets = targets
-        self.network = network
-        self.rng = rng
+    def __init__(self, plant: Plant) -> None:
+        self.plant = plant
+        self.env = plant.env
+        self.network = plant.network
+        self.rng = plant.streams.get("faults")
+        self.zones = list(plant.scenario.topology.zones)
+        self.nodes = {n.name: n for n in plant.nodes}
+        self.partners: dict[str, Partner] = {p.name: p for p in plant.settlement.partners}
+        self.targets: dict[str, Crashable] = {**self.nodes, **self.partners}
         self.rows: list[FaultRow] = []
+
+    # -- scheduling -------------------------------------------------------------------------
+    def schedule(self, faults: Faults, until: float) -> None:
+        for f in faults.timed:
+            assert f.at is not None  # the schema guarantees it for timed faults
+            self._at(f.at, lambda f=f: self.open(f))  # type: ignore[misc]
+        bg = faults.background
+        if bg.crashes is not None:
+            spec = bg.crashes
+            for node in spec.nodes:
+                crash = Crash(kind="crash", node=node, rate=spec.rate, duration=spec.down)
+                self.env.process(self._poisson(crash, until))
+        if bg.latency is not None:
+            lat = bg.latency
+            spike = Latency(kind="latency", rate=lat.rate, duration=lat.duration, extra=lat.extra)
+            self.env.process(self._poisson(spike, until))
+        poisson = list(bg.poisson)
+        if faults.swarm:
+            drawn = swarm_faults(self.plant.scenario, self.plant.streams.get("swarm"))
+            summary = ", ".join(f"{f.kind} {f.rate:.3g}/s" for f in drawn if f.rate) or "none"
+            self.rows.append(FaultRow(0.0, until, "swarm", "all", summary))
+            poisson += drawn
+        for f in poisson:
+            self.env.process(self._poisson(f, until))
 
     def _at(self, t: float, fn: Callable[[], None]) -> None:
         timer = self.env.timeout(max(0.0, t - self.env.now))
         timer.callbacks.append(lambda _ev: fn())
 
-    def crash(self, node: str, at: float, down: float, detail: str = "") -> None:
-        target = self.targets[node]
+    def _poisson(self, fault: Fault, until: float) -> Generator[simpy.Event, Any, None]:
+        rate = fault.rate or 0.0
+        while rate > 0:
+            gap = self.rng.expovariate(rate)
+            if self.env.now + gap >= until:
+                return
+            yield self.env.timeout(gap)
+            self.open(fault)
+            yield self.env.timeout(fault.duration)
 
-        def start() -> None:
-            self.rows.append(FaultRow(self.env.now, self.env.now + down, "crash", node, detail))
+    def open(self, fault: Fault) -> None:
+        """Start a window of `fault` now; it closes itself after `fault.duration`."""
+        target, detail, undo = self._start(fault)
+        now = self.env.now
+        index = len(self.rows)
+        self.rows.append(FaultRow(now, now + fault.duration, fault.kind, target, detail))
+
+        def close() -> None:
+            effect = undo()
+            if effect:
+                row = self.rows[index]
+                self.rows[index] = replace(row, detail=f"{row.detail}; {effect}".lstrip("; "))
+
+        self._at(now + fault.duration, close)
+
+    # -- one window per kind ---------------------------------------------------------------
+    def _start(self, f: Fault) -> tuple[str, str, Undo]:
+        if isinstance(f, Crash | Pause):
+            return self._node_fault(f)
+        if isinstance(f, ZoneOutage):
+            return self._zone_outage(f.zone or self.rng.choice(self.zones))
+        if isinstance(f, Latency):
+            return self._latency(f)
+        if isinstance(f, Loss | Duplicate | Reorder):
+            return self._message_fault(f)
+        if isinstance(f, Partition):
+            return self._partition(f)
+        if isinstance(f, Clog):
+            return self._clog(f)
+        if isinstance(f, Disk):
+            return self._disk(f)
+        if isinstance(f, Failover):
+            return self._failover()
+        if isinstance(f, LeaderFailover | Rebalance):
+            return self._event_log(f)
+        if isinstance(f, PartnerChaos):
+            return self._partner(f)
+        return self._clock_skew(f)
+
+    def _node_fault(self, f: Crash | Pause) -> tuple[str, str, Undo]:
+        if isinstance(f, Crash):
+            name = f.node or self.rng.choice(sorted(self.targets))
+            target = self.targets[name]
             target.crash()
 
-        self._at(at, start)
-        self._at(at + down, target.restart)
+            def restart() -> str:
+                target.restart()
+                return ""
 
-    def latency(self, zones: list[str] | None, at: float, duration: float, extra: float) -> None:
-        target = "<->".join(zones) if zones else "all"
+            return name, "", restart
+        name = f.node or self.rng.choice(sorted(self.nodes))
+        node = self.nodes[name]
+        node.pause()
+        queued = len(node.queue)
 
-        def start() -> None:
-            end = self.env.now + duration
-            self.rows.append(
-                FaultRow(self.env.now, end, "latency", target, f"+{format_duration(extra)}")
+        def resume() -> str:
+            backlog = len(node.queue)
+            node.resume()
+            return f"queue {queued} -> {backlog} while paused"
+
+        return name, "", resume
+
+    def _zone_outage(self, zone: str) -> tuple[str, str, Undo]:
+        down = [n for n in self.nodes.values() if n.zone == zone and n.up]
+        for n in down:
+            n.crash()
+
+        def back() -> str:
+            for n in down:
+                n.restart()
+            return ""
+
+        return zone, ", ".join(n.name for n in down) or "no node up", back
+
+    def _latency(self, f: Latency) -> tuple[str, str, Undo]:
+        zones = list(f.zones) if f.zones else None
+        self.network.add_extra(zones, f.extra)
+
+        def undo() -> str:
+            self.network.add_extra(zones, -f.extra)
+            return ""
+
+        return "<->".join(zones) if zones else "all", f"+{format_duration(f.extra)}", undo
+
+    def _message_fault(self, f: Loss | Duplicate | Reorder) -> tuple[str, str, Undo]:
+        ends = frozenset(f.between) if f.between else None
+        extra = f.extra if isinstance(f, Reorder) else 0.0
+        fault = MessageFault(f.kind, ends, f.probability, extra)
+        self.network.add_message_fault(fault)
+        verb = {"loss": "dropped", "duplicate": "duplicated", "reorder": "held back"}[f.kind]
+
+        def end() -> str:
+            self.network.remove_message_fault(fault)
+            return f"{fault.hits} messages {verb}"
+
+        target = "<->".join(f.between) if f.between else "clients<->gateways"
+        return target, f"p={f.probability:g}", end
+
+    def _membership_changed(self) -> None:
+        for g in self.plant.groups:
+            g.membership_changed()
+
+    def _rebalance(self) -> None:
+        for g in self.plant.groups:
+            g.rebalance()
+
+    def _partition(self, f: Partition) -> tuple[str, str, Undo]:
+        if f.between is not None:
+            a, b = f.between
+        else:
+            a, b = self.rng.sample([*self.zones, CLIENTS], 2)
+        self.network.block(a, b, f.one_way)
+        self._membership_changed()
+        before = self._stopped()
+
+        def heal() -> str:
+            self.network.unblock(a, b, f.one_way)
+            self._rebalance()
+            return f"{self._stopped() - before} messages and store calls stopped"
+
+        arrow = "->" if f.one_way else "<->"
+        return f"{a}{arrow}{b}", "one-way" if f.one_way else "symmetric", heal
+
+    def _stopped(self) -> int:
+        return self.network.blocked_messages + self.plant.ledger.timeouts
+
+    def _clog(self, f: Clog) -> tuple[str, str, Undo]:
+        ends = [*self.zones, CLIENTS]
+        links = [(a, b) for a in ends for b in ends if a != b]
+        clogged: list[tuple[str, str]] = []
+        state = {"open": True, "rounds": 0}
+        before = self._stopped()
+
+        def swizzle() -> Generator[simpy.Event, Any, None]:
+            while state["open"]:
+                for a, b in clogged:
+                    self.network.unblock(a, b, one_way=True)
+                count = max(1, round(f.fraction * len(links)))
+                clogged[:] = self.rng.sample(links, count)
+                for a, b in clogged:
+                    self.network.block(a, b, one_way=True)
+                state["rounds"] += 1
+                self._membership_changed()
+                yield self.env.timeout(f.period)
+
+        self.env.process(swizzle())
+
+        def unclog() -> str:
+            state["open"] = False
+            for a, b in clogged:
+                self.network.unblock(a, b, one_way=True)
+            clogged.clear()
+            self._rebalance()
+            stopped = self._stopped() - before
+            return f"{state['rounds']} rounds, {stopped} messages and store calls stopped"
+
+        return "links", f"every {format_duration(f.period)}, {f.fraction:g} of links", unclog
+
+    def _disk(self, f: Disk) -> tuple[str, str, Undo]:
+        ledger = self.plant.ledger
+        previous = ledger.disk_fail_probability
+        ledger.disk_slow += f.slow
+        ledger.disk_fail_probability = max(previous, f.fail_probability)
+        failed = ledger.disk_failures
+
+        def heal() -> str:
+            ledger.disk_slow -= f.slow
+            ledger.disk_fail_probability = previous
+            return f"{ledger.disk_failures - failed} commits failed"
+
+        detail = f"+{format_duration(f.slow)} per commit, p(fail)={f.fail_probability:g}"
+        return ledger.name, detail, heal
+
+    def _failover(self) -> tuple[str, str, Undo]:
+        ledger = self.plant.ledger
+        ledger.lose_primary()
+        mode = ledger.spec.replication
+
+        def promote() -> str:
+            lost = ledger.promote()
+            return f"{lost} acknowledged commits lost, primary now in {ledger.zone}"
+
+        return ledger.name, f"{mode} replication", promote
+
+    def _event_log(self, f: LeaderFailover | Rebalance) -> tuple[str, str, Undo]:
+        groups = self.plant.groups
+        redelivered = sum(g.redeliveries for g in groups)
+
+        def effect() -> str:
+            return f"{sum(g.redeliveries for g in groups) - redelivered} events redelivered"
+
+        if isinstance(f, LeaderFailover):
+            parts = list(f.partitions) if f.partitions else list(range(groups[0].partitions))
+            for g in groups:
+                g.fail_leaders(parts)
+
+            def elected() -> str:
+                for g in groups:
+                    g.elected(parts)
+                return effect()
+
+            return "event-log", f"partitions {','.join(map(str, parts))}", elected
+        name: str = f.group or self.rng.choice(sorted(g.name for g in groups))
+        group = next(g for g in groups if g.name == name)
+        group.revoke()
+
+        def reassign() -> str:
+            group.reassign()
+            return effect()
+
+        return name, "eager rebalance", reassign
+
+    def _partner(self, f: PartnerChaos) -> tuple[str, str, Undo]:
+        partner = self.partners[f.partner or self.rng.choice(sorted(self.partners))]
+        window = PartnerBehaviour(
+            statement_delay=f.statement_delay,
+            late_probability=f.late_probability,
+            duplicate_line_probability=f.duplicate_line_probability,
+            missing_line_probability=f.missing_line_probability,
+            fee_probability=f.fee_probability,
+            fee_amount=f.fee_amount,
+            reversal_probability=f.reversal_probability,
+        )
+        partner.misbehave(window)
+        if f.outage:
+            partner.crash()
+
+        def calm() -> str:
+            partner.behave(window)
+            if f.outage:
+                partner.restart()
+            return ""
+
+        changed = [
+            f"{name}={value:g}"
+            for name, value in (
+                ("late", f.late_probability),
+                ("duplicate", f.duplicate_line_probability),
+                ("missing", f.missing_line_probability),
+                ("fee", f.fee_probability),
+                ("reversal", f.reversal_probability),
+                ("statement_delay", f.statement_delay),
             )
-            self.network.add_extra(zones, extra)
+            if value
+        ]
+        return partner.name, ", ".join((["outage"] if f.outage else []) + changed), calm
 
-        self._at(at, start)
-        self._at(at + duration, lambda: self.network.add_extra(zones, -extra))
+    def _clock_skew(self, f: ClockSkew) -> tuple[str, str, Undo]:
+        worker = self.plant.settlement
+        offset = -f.offset if f.behind else f.offset
+        worker.skew += offset
 
-    def schedule(self, faults: Faults, until: float) -> None:
-        for f in faults.timed:
-            if isinstance(f, Crash):
-                self.crash(f.node, f.at, f.duration)
-            elif isinstance(f, Latency):
-                self.latency(list(f.zones), f.at, f.duration, f.extra)
-        bg = faults.background
-        if bg.crashes is not None:
-            for node in bg.crashes.nodes:
-                self.env.process(
-                    self._background_crashes(node, bg.crashes.rate, bg.crashes.down, until)
-                )
-        if bg.latency is not None:
-            spec = bg.latency
-            self.env.process(self._latency_spikes(spec.rate, spec.duration, spec.extra, until))
+        def undo() -> str:
+            worker.skew -= offset
+            return ""
 
-    def _background_crashes(
-        self, node: str, rate: float, down: float, until: float
-    ) -> Generator[simpy.Event, Any, None]:
-        """Crash, stay down, restart, wait an exponential gap; one crash at a time per node."""
-        target = self.targets[node]
-        while True:
-            gap = self.rng.expovariate(rate) if rate > 0 else until
-            if self.env.now + gap >= until:
-                return
-            yield self.env.timeout(gap)
-            now = self.env.now
-            self.rows.append(FaultRow(now, now + down, "crash", node, "background"))
-            target.crash()
-            yield self.env.timeout(down)
-            target.restart()
-
-    def _latency_spikes(
-        self, rate: float, duration: float, extra: float, until: float
-    ) -> Generator[simpy.Event, Any, None]:
-        while True:
-            gap = self.rng.expovariate(rate) if rate > 0 else until
-            if self.env.now + gap >= until:
-                return
-            yield self.env.timeout(gap)
-            self.latency(None, self.env.now, duration, extra)
+        return worker.node.name, f"clock {offset:+g}s", undo

@@ -9,7 +9,17 @@ store's serialisable units of work promise.
 Replication: with `sync`, a commit also waits for the round trip to the replica's zone; with
 `async`, a replicator ships the log at most two lag intervals behind. A crash of the ledger
 node fails every queued and in-flight commit (the caller sees NodeDown) and drops what the
-store had not made durable.
+store had not made durable. A failover promotes the replica (the MemoryStore decides what an
+async replica had not received: acknowledged commits that are gone) and moves the primary to
+the replica's zone.
+
+Faults around the store, modelled here because they are about time and reachability, not about
+what the store does: a slow disk adds to every commit; a failing disk refuses a commit with
+DiskError before it applies anything (the caller retries, as after a crash); a paused ledger
+holds commits until it resumes; a cut link to the caller makes the call time out, either before
+the commit (nothing happened) or after it (it happened, but the caller cannot know: that is the
+case idempotency keys exist for). Each fails the call with a NodeDown, so every caller's
+existing retry path handles it.
 """
 
 from __future__ import annotations
@@ -28,6 +38,17 @@ from sim.service_times import ServiceTimes
 
 T = TypeVar("T")
 
+STORE_TIMEOUT = 0.5
+"""Seconds a caller waits on a store call that a cut link swallowed before giving up."""
+
+
+class StoreTimeout(NodeDown):
+    """No answer from the store within STORE_TIMEOUT: the commit may or may not have happened."""
+
+
+class DiskError(NodeDown):
+    """The store's disk failed the commit; nothing was applied and the caller may retry."""
+
 
 def _fail(event: simpy.Event, exc: Exception) -> None:
     # Defused: a caller that crashed meanwhile no longer waits, and that is not an error.
@@ -36,23 +57,44 @@ def _fail(event: simpy.Event, exc: Exception) -> None:
 
 
 class _Commit(Job, Generic[T]):
-    __slots__ = ("done", "fn", "ledger", "service")
+    __slots__ = ("called_at", "done", "fn", "ledger", "origin", "service")
 
     def __init__(
-        self, ledger: LedgerNode, fn: Callable[[], T], service: float, done: simpy.Event
+        self,
+        ledger: LedgerNode,
+        fn: Callable[[], T],
+        service: float,
+        done: simpy.Event,
+        origin: Node | None,
     ) -> None:
         super().__init__()
         self.ledger = ledger
         self.fn = fn
         self.service = service
         self.done = done
+        self.origin = origin
+        self.called_at = ledger.env.now
 
     def run(self) -> JobRun:
-        yield self.ledger.env.timeout(self.service)
+        ledger = self.ledger
+        yield ledger.env.timeout(self.service)
+        if ledger.node.paused:
+            yield ledger.node.running()
+        if ledger.disk_fail_probability and ledger.rng.random() < ledger.disk_fail_probability:
+            ledger.disk_failures += 1
+            _fail(self.done, DiskError(f"{ledger.name}: disk error"))
+            return
+        if ledger.spec.replication == "sync" and not ledger.replica_reachable():
+            # A sync primary cut off from its replica cannot acknowledge: refused, not applied.
+            ledger.late(self.done, self.called_at, StoreTimeout(f"{ledger.name}: no replica ack"))
+            return
         try:
             result = self.fn()
         except Exception as e:  # the caller decides: business refusals and bugs alike
             _fail(self.done, e)
+            return
+        if self.origin is not None and not ledger.reaches(self.origin, back=True):
+            ledger.late(self.done, self.called_at, StoreTimeout(f"{ledger.name}: reply lost"))
         else:
             self.done.succeed(result)
 
@@ -83,27 +125,67 @@ class LedgerNode:
         # The first replica sits in the next zone; a sync commit waits for its acknowledgement.
         self.replica_zone = zones[1 % len(zones)]
         self.node.on_crash.append(self._crashed)
+        self.on_failover: list[Callable[[], None]] = []
+        # Disk faults (set by sim/faults.py) and what they did.
+        self.disk_slow = 0.0
+        self.disk_fail_probability = 0.0
+        self.disk_failures = 0
+        self.timeouts = 0
+        self.lost_in_failover = 0
 
-    def call(self, fn: Callable[[], T], items: int = 1) -> simpy.Event:
-        """An event that succeeds with fn()'s result when the commit is done, or fails."""
+    def call(self, fn: Callable[[], T], items: int = 1, origin: Node | None = None) -> simpy.Event:
+        """An event that succeeds with fn()'s result when the commit is done, or fails.
+        `origin` is the calling node, for the links a partition can cut."""
         done = self.env.event()
-        service = self.cost.sample(self.rng, items)
+        service = self.cost.sample(self.rng, items) + self.disk_slow
         if self.spec.replicas and self.spec.replication == "sync":
             service += self.network.rtt(self.zone, self.replica_zone)
-        if not self.node.submit(_Commit(self, fn, service, done)):
+        if origin is not None and not self.reaches(origin, back=False):
+            self.late(done, self.env.now, StoreTimeout(f"{self.name}: unreachable"))
+        elif not self.node.submit(_Commit(self, fn, service, done, origin)):
             _fail(done, NodeDown(self.name))
         return done
+
+    def reaches(self, origin: Node, back: bool) -> bool:
+        """Is the link from `origin` to the ledger (or `back`) open?"""
+        here, there = (self.zone, self.name), (origin.zone, origin.name)
+        return self.network.reachable(*(here + there if back else there + here))
+
+    def replica_reachable(self) -> bool:
+        return self.network.reachable(self.zone, self.replica_zone)
+
+    def late(self, done: simpy.Event, called_at: float, exc: NodeDown) -> None:
+        """Fail `done` when the caller's timeout, counted from `called_at`, runs out."""
+        self.timeouts += 1
+        timer = self.env.timeout(max(0.0, called_at + STORE_TIMEOUT - self.env.now))
+        timer.callbacks.append(lambda _ev: _fail(done, exc))
 
     def _crashed(self) -> None:
         self.store.crash()
 
+    # -- failover -------------------------------------------------------------------------
+    def lose_primary(self) -> None:
+        """The primary dies: in-flight commits fail; nothing serves until `promote()`."""
+        self.node.crash()
+
+    def promote(self) -> int:
+        """The replica becomes the primary; returns the acknowledged commits it lacked."""
+        lost = self.store.failover()
+        self.lost_in_failover += lost
+        self.zone, self.replica_zone = self.replica_zone, self.zone
+        self.node.zone = self.zone
+        self.node.restart()
+        for hook in self.on_failover:
+            hook()
+        return lost
+
     def replicator(self) -> Generator[simpy.Event, Any, None]:
         """Ship committed write sets to the async replica, `replication_lag` behind."""
         lag = max(self.spec.replication_lag, 1e-3)
-        shipped_upto = 0
         while True:
             seen = self.store.committed_seq
             yield self.env.timeout(lag)
-            if seen > shipped_upto:
+            # After a failover the store's sequence restarts lower, so compare with what the
+            # replica has, not with what this loop shipped before.
+            if seen > self.store.replica_seq and self.replica_reachable():
                 self.store.replicate(upto=seen)
-                shipped_upto = seen

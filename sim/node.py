@@ -11,6 +11,11 @@ closed forms, and samples queue length and utilization for the run record.
 
 A crash interrupts every worker, drops the queue and tells each lost job (`lost()`); nothing in
 flight survives. A restart starts fresh workers on an empty queue.
+
+A pause is SIGSTOP: the node keeps its state and keeps accepting work into its queue (the
+kernel still queues connections), but no worker takes a new job until `resume()`. The step a
+worker is in when the pause comes completes (a SimPy timeout cannot be frozen), and jobs that
+must not act while stopped check `running()` first (the ledger's commit does).
 """
 
 from __future__ import annotations
@@ -70,12 +75,16 @@ class Node:
         self.zone = zone
         self.workers = workers
         self.up = True
+        self.paused = False
+        self._resumed: simpy.Event | None = None
         self.queue: deque[Job] = deque()
         self._idle: list[simpy.Event] = []
         self._procs: list[simpy.Process] = []
         self._current: dict[int, Job] = {}
         self.on_crash: list[Callable[[], None]] = []
         self.on_restart: list[Callable[[], None]] = []
+        self.on_pause: list[Callable[[], None]] = []
+        self.on_resume: list[Callable[[], None]] = []
         # Time integrals and counters (queueing-theory checks and the nodes table).
         self.busy = 0
         self.in_system = 0
@@ -118,6 +127,9 @@ class Node:
         queue = self.queue
         try:
             while True:
+                if self.paused:
+                    yield self.running()
+                    continue
                 if not queue:
                     wake = env.event()
                     self._idle.append(wake)
@@ -149,6 +161,8 @@ class Node:
             return
         self._tick()
         self.up = False
+        self.paused = False  # a stopped process can still be killed; it restarts running
+        self._resumed = None
         lost = [*self._current.values(), *self.queue]
         for proc in self._procs:
             if proc.is_alive:
@@ -173,6 +187,30 @@ class Node:
         self._start_workers()
         for hook in self.on_restart:
             hook()
+
+    def pause(self) -> None:
+        if self.paused or not self.up:
+            return
+        self.paused = True
+        self._resumed = self.env.event()
+        for hook in self.on_pause:
+            hook()
+
+    def resume(self) -> None:
+        if not self.paused:
+            return
+        self.paused = False
+        resumed, self._resumed = self._resumed, None
+        if resumed is not None:
+            resumed.succeed()
+        for hook in self.on_resume:
+            hook()
+
+    def running(self) -> simpy.Event:
+        """An event that fires when the node is not paused (at once if it is not)."""
+        if self._resumed is None:
+            return self.env.timeout(0)
+        return self._resumed
 
     # -- observation ----------------------------------------------------------------------
     def sampler(self, interval: float, out: list[NodeSample]) -> Generator[simpy.Event, Any, None]:
