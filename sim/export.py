@@ -53,8 +53,7 @@ def _frame(rows: list[dict[str, Any]], columns: list[str], sort: list[str]) -> p
 
 
 def _records(run: SimRun, kind: str) -> list[tuple[str, str, str]]:
-    table = run.system.ledger.store.table("records")
-    return sorted((t, k, v) for (rk, t, k), v in table.items() if rk == kind)
+    return run.system.ledger.store.records(kind)
 
 
 def requests(run: SimRun) -> pd.DataFrame:
