@@ -35,10 +35,6 @@ BUGS: dict[str, str] = {
         "the payments worker commits its consumer offset in one unit of work and applies the"
         " effect in a later one; a crash between loses the effect"
     ),
-    "non-idempotent-consumer": (
-        "ledger effects are not keyed: transfer ids are drawn fresh instead of derived from the"
-        " payment id, so a redelivered event posts again"
-    ),
     "async-replication-failover": (
         "acknowledge on the primary with asynchronous replication; a failover to a replica"
         " loses the acknowledged commits inside the lag"
@@ -50,10 +46,6 @@ BUGS: dict[str, str] = {
     "float-money": (
         "the posted amount goes through float major units and is truncated, so some amounts"
         " post one minor unit short of what was accepted"
-    ),
-    "double-compensation": (
-        "the void of a failed payment's reservation is not keyed: a redelivered failure voids"
-        " (refunds) it again"
     ),
 }
 """Every bug the zoo knows, name -> what goes wrong."""
