@@ -194,9 +194,11 @@ def shrink(scenario: Scenario, fails: Fails) -> ShrinkResult:
     current = _shrink_faults(scenario, oracle, steps)
     before = current
     for knob in KNOBS:
+        was = current
         while (smaller := _halved_workload(current, knob)) is not None and oracle(smaller):
             current = smaller
-            steps.append(_describe(current, knob))
+        if current is not was:
+            steps.append(f"{_describe(was, knob)} -> {_describe(current, knob).split()[-1]}")
     if current != before:
         current = _shrink_faults(current, oracle, steps)
     return ShrinkResult(current, oracle.trials, steps)

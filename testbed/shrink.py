@@ -67,14 +67,31 @@ def fails_with(kind: str, name: str, seed: int) -> Fails:
 
 
 def shrunk_yaml(scenario: Scenario, header: list[str]) -> str:
-    """Only what differs from the defaults, short mappings on one line, a comment header."""
-    data = scenario.model_dump(mode="json", exclude_defaults=True)
+    """Only what differs from the defaults, short mappings on one line, a comment header.
+    SLOs are left out: the file reproduces a safety violation, and latency objectives mean
+    nothing at a halved workload."""
+    data = scenario.model_dump(mode="json", exclude_defaults=True, exclude={"slos"})
     data["seed"] = scenario.seed
     first: tuple[str, ...] = ("description", "seed", "duration", "bugs")
     ordered = {k: data[k] for k in first if k in data}
     ordered.update({k: v for k, v in data.items() if k not in ordered})
-    body = yaml.safe_dump(ordered, sort_keys=False, default_flow_style=None, width=100)
+    body = yaml.safe_dump(_kind_first(ordered), sort_keys=False, default_flow_style=None, width=100)
     return "".join(f"# {line}\n" for line in header) + body
+
+
+def _kind_first(value: Any) -> Any:
+    """Faults read as `{kind: failover, at: 3s, ...}`: the kind says what the rest means."""
+    if isinstance(value, dict):
+        first = {"kind": value["kind"]} if "kind" in value else {}
+        return first | {k: _kind_first(v) for k, v in value.items() if k != "kind"}
+    if isinstance(value, list):
+        return [_kind_first(v) for v in value]
+    return value
+
+
+def _faults_and_duration(scenario: Scenario) -> str:
+    n = len(fault_items(scenario.faults))
+    return f"{n} fault{'' if n == 1 else 's'}, {scenario.duration:g}s"
 
 
 def shrink_run(run_dir: Path, out: Path, console: Console) -> bool:
@@ -90,8 +107,7 @@ def shrink_run(run_dir: Path, out: Path, console: Console) -> bool:
             "description": f"{name} seed {seed} shrunk: still fails the audit with {kind}",
         }
     )
-    before = f"{len(fault_items(scenario.faults))} faults, {scenario.duration:g}s"
-    after = f"{len(fault_items(small.faults))} faults, {small.duration:g}s"
+    before, after = _faults_and_duration(scenario), _faults_and_duration(small)
     header = [
         f"Shrunk from {run_dir} in {result.trials} trials: {before} -> {after}.",
         *(f"  {step}" for step in result.steps),

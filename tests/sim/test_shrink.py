@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 from sim_harness import quickstart_with
-from test_campaign import BUG, cli, small_scenario
+from test_campaign import cli, small_scenario
 
 from scenarios.loader import load_scenario
 from scenarios.schema import Scenario
@@ -76,7 +76,7 @@ def test_shrink_keeps_the_needed_fault_and_halves_the_workload_while_it_still_fa
     assert small.workload.accounts == 2 and small.workload.tenants == 1
     assert small.workload.client.retries == 0
     assert result.steps[0] == "faults 6 -> 1 (kept: timed[2] crash)"
-    assert "duration 2s" in result.steps and "rate 50/s" in result.steps
+    assert "duration 8s -> 2s" in result.steps and "rate 200/s -> 50/s" in result.steps
     assert fails(small) and result.trials < 60
 
 
@@ -89,29 +89,55 @@ def test_shrink_refuses_a_scenario_that_does_not_fail():
         raise AssertionError("expected ValueError")
 
 
+FAILOVER = Path(__file__).resolve().parents[2] / "scenarios/catalog/async-replication-failover.yaml"
+NOISE = [
+    {"kind": "crash", "node": "payments-1", "at": "1s", "duration": "1s"},
+    {"kind": "latency", "zones": ["a", "b"], "at": "2s", "duration": "1s", "extra": "20ms"},
+    {"kind": "crash", "node": "gateway-2", "at": "4s", "duration": "1s"},
+    {"kind": "pause", "node": "settlement", "at": "4500ms", "duration": "500ms"},
+]
+
+
 def test_testbed_shrink_turns_a_failing_run_into_a_smaller_scenario_that_fails_the_same_way(
     tmp_path: Path,
 ):
-    faults = {"timed": NOISY["faults"]["timed"], "background": {"latency": {"rate": "1/s"}}}  # type: ignore[index]
-    scenario = small_scenario(tmp_path, faults=faults, bugs=[BUG], duration="4s")
-    run = cli("run", str(scenario), "--seed", "3", "--out", str(tmp_path / "run"))
+    """Async replication loses acknowledged payments at a ledger failover; around it, noise."""
+    data = yaml.safe_load(FAILOVER.read_text())
+    data["faults"]["timed"] += NOISE
+    data["faults"]["background"] = {"latency": {"rate": "1/s"}}
+    scenario = tmp_path / "noisy-failover.yaml"
+    scenario.write_text(yaml.safe_dump(data))
+    run = cli("run", str(scenario), "--seed", "2", "--out", str(tmp_path / "run"))
     assert run.returncode == 1, run.stdout
-    kind = json.loads((tmp_path / "run" / "audit.json").read_text())["violations"][0]["kind"]
+    assert (
+        json.loads((tmp_path / "run" / "audit.json").read_text())["violations"][0]["kind"] == "lost"
+    )
 
     done = cli("shrink", str(tmp_path / "run"))
     assert done.returncode == 0, done.stdout + done.stderr
     shrunk = tmp_path / "run" / "shrunk.yaml"
     text = shrunk.read_text()
-    assert f"Reproduce: testbed run {shrunk} --seed 3" in text
-    assert f"reproduce: testbed run {shrunk} --seed 3" in done.stdout
+    assert f"Reproduce: testbed run {shrunk} --seed 2" in text
+    assert f"reproduce: testbed run {shrunk} --seed 2" in done.stdout
+    assert "faults 6 -> 1 (kept: timed[0] failover)" in text
     small = load_scenario(shrunk).scenario
-    big = load_scenario(scenario).scenario
-    assert len(fault_items(small.faults)) < len(fault_items(big.faults))
-    assert small.duration < big.duration
-    assert small.bugs == [BUG] and small.seed == 3
-    assert len(yaml.safe_load(text)) < 10, "only what differs from the defaults"
+    assert [f.kind for f in small.faults.timed] == ["failover"]
+    assert fault_items(small.faults) == [(("timed",), 0)]
+    assert small.duration < 6 and small.workload.rate < 250 and small.seed == 2
+    assert small.topology.ledger.replication == "async"
+    assert "- {kind: failover, at: 3s, duration: 500ms}" in text
 
     again = cli("run", str(shrunk), "--out", str(tmp_path / "again"))
     assert again.returncode == 1
     audit = json.loads((tmp_path / "again" / "audit.json").read_text())
-    assert audit["counts"][kind] > 0
+    assert audit["counts"]["lost"] > 0
+
+
+def test_testbed_shrink_refuses_a_run_that_passed(tmp_path: Path):
+    scenario = small_scenario(tmp_path)
+    assert cli("run", str(scenario), "--out", str(tmp_path / "run")).returncode == 0
+    done = cli("shrink", str(tmp_path / "run"))
+    assert done.returncode == 2
+    assert "the audit found no safety violation to shrink" in done.stderr
+    assert not (tmp_path / "run" / "shrunk.yaml").exists()
+    assert cli("shrink", str(tmp_path / "nothing")).returncode == 2
