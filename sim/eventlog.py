@@ -115,6 +115,10 @@ class ConsumerGroup:
         timer = self.env.timeout(self.session_timeout)
         timer.callbacks.append(lambda _ev: self.rebalance())
 
+    def fetched_in_flight(self, partitions: list[int]) -> int:
+        """How many of `partitions` have a batch fetched and not committed yet."""
+        return sum(1 for p in partitions if (b := self.in_flight[p]) is not None and b.fetched)
+
     def _fence(self, partition: int) -> None:
         """Whatever is in flight on `partition` can no longer commit."""
         self.epoch[partition] += 1
@@ -206,13 +210,16 @@ class ConsumerGroup:
 
 
 class _Batch(Job):
-    __slots__ = ("group", "node", "partition")
+    __slots__ = ("epoch", "fetched", "group", "node", "partition")
 
     def __init__(self, group: ConsumerGroup, partition: int, node: Node) -> None:
         super().__init__()
         self.group = group
         self.partition = partition
         self.node = node
+        self.epoch = group.epoch[partition]
+        self.fetched = False
+        """Holds events not committed yet: fencing it means they will be delivered again."""
 
     def run(self) -> JobRun:
         g, p, node = self.group, self.partition, self.node
@@ -222,8 +229,11 @@ class _Batch(Job):
             yield g.env.timeout(STORE_TIMEOUT)
             g.finished(self)
             return
-        epoch = g.epoch[p]
+        epoch = self.epoch
+        if epoch != g.epoch[p]:
+            return  # fenced before it fetched: the partition's current owner takes over
         events = g._fetch(p)
+        self.fetched = bool(events)
         if events:
             # The round trip to the ledger is folded into the hold: links have no queue, so
             # only the total delay matters, and it saves an event per batch.

@@ -81,6 +81,11 @@ class FaultRow:
     detail: str
 
 
+def _do(fn: Callable[[], None]) -> str:
+    fn()
+    return ""
+
+
 class FaultInjector:
     def __init__(self, plant: Plant) -> None:
         self.plant = plant
@@ -317,31 +322,27 @@ class FaultInjector:
 
     def _event_log(self, f: LeaderFailover | Rebalance) -> tuple[str, str, Undo]:
         groups = self.plant.groups
-        redelivered = sum(g.redeliveries for g in groups)
-
-        def effect() -> str:
-            return f"{sum(g.redeliveries for g in groups) - redelivered} events redelivered"
-
         if isinstance(f, LeaderFailover):
             parts = list(f.partitions) if f.partitions else list(range(groups[0].partitions))
+            # Redelivery comes after the window, so the row counts its cause: fetched work
+            # that can no longer commit.
+            fenced = sum(g.fetched_in_flight(parts) for g in groups)
             for g in groups:
                 g.fail_leaders(parts)
 
             def elected() -> str:
                 for g in groups:
                     g.elected(parts)
-                return effect()
+                return ""
 
-            return "event-log", f"partitions {','.join(map(str, parts))}", elected
+            detail = f"partitions {','.join(map(str, parts))}; {fenced} in-flight batches fenced"
+            return "event-log", detail, elected
         name: str = f.group or self.rng.choice(sorted(g.name for g in groups))
         group = next(g for g in groups if g.name == name)
+        fenced = group.fetched_in_flight(list(range(group.partitions)))
         group.revoke()
-
-        def reassign() -> str:
-            group.reassign()
-            return effect()
-
-        return name, "eager rebalance", reassign
+        detail = f"eager rebalance; {fenced} in-flight batches fenced"
+        return name, detail, lambda: _do(group.reassign)
 
     def _partner(self, f: PartnerChaos) -> tuple[str, str, Undo]:
         partner = self.partners[f.partner or self.rng.choice(sorted(self.partners))]

@@ -187,5 +187,6 @@ class LedgerNode:
             yield self.env.timeout(lag)
             # After a failover the store's sequence restarts lower, so compare with what the
             # replica has, not with what this loop shipped before.
-            if seen > self.store.replica_seq and self.replica_reachable():
+            # A dead primary ships nothing: what it had not shipped is what failover loses.
+            if seen > self.store.replica_seq and self.node.up and self.replica_reachable():
                 self.store.replicate(upto=seen)
