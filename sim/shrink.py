@@ -25,6 +25,8 @@ from pydantic import BaseModel
 
 from scenarios.fault_specs import Faults
 from scenarios.schema import Scenario
+from sim.rng import Streams
+from sim.swarm import swarm_faults
 
 Fails = Callable[[Scenario], bool]
 
@@ -185,13 +187,34 @@ def _describe(scenario: Scenario, knob: str) -> str:
     return f"{knob} {value}"
 
 
-def shrink(scenario: Scenario, fails: Fails) -> ShrinkResult:
-    """Shrink a scenario for which `fails` holds; ValueError if it does not fail to begin with."""
+def expand_swarm(scenario: Scenario, seed: int) -> Scenario:
+    """`swarm: true` replaced by the background faults it draws for `seed`, written out, so
+    that each drawn family can be removed on its own. The sim schedules drawn and written-out
+    background faults alike, so the expanded scenario makes the same run."""
+    if not scenario.faults.swarm:
+        return scenario
+    drawn = swarm_faults(scenario, Streams(seed).get("swarm"))
+    background = scenario.faults.background
+    poisson = background.model_copy(update={"poisson": [*background.poisson, *drawn]})
+    faults = scenario.faults.model_copy(update={"swarm": False, "background": poisson})
+    return scenario.model_copy(update={"faults": faults})
+
+
+def shrink(scenario: Scenario, fails: Fails, *, seed: int | None = None) -> ShrinkResult:
+    """Shrink a scenario for which `fails` holds; ValueError if it does not fail to begin with.
+    With the run's `seed`, a swarm scenario's draw is written out first (see expand_swarm)."""
     oracle = _Oracle(fails)
     if not oracle(scenario):
         raise ValueError("the scenario does not fail with this seed: nothing to shrink")
     steps: list[str] = []
-    current = _shrink_faults(scenario, oracle, steps)
+    current = scenario
+    if seed is not None and scenario.faults.swarm:
+        expanded = expand_swarm(scenario, seed)
+        if oracle(expanded):
+            n = len(expanded.faults.background.poisson) - len(scenario.faults.background.poisson)
+            steps.append(f"swarm written out: {n} background fault families drawn for seed {seed}")
+            current = expanded
+    current = _shrink_faults(current, oracle, steps)
     before = current
     for knob in KNOBS:
         was = current

@@ -100,7 +100,7 @@ def shrink_run(run_dir: Path, out: Path, console: Console) -> bool:
     fails = fails_with(kind, name, seed)
     console.print(f"shrinking {run_dir} (seed {seed}, {kind}): each trial re-runs the seed")
     with console.status("shrinking..."):
-        result = shrink(scenario, fails)
+        result = shrink(scenario, fails, seed=seed)
     small = result.scenario.model_copy(
         update={
             "seed": seed,

@@ -12,7 +12,9 @@ from test_campaign import cli, small_scenario
 
 from scenarios.loader import load_scenario
 from scenarios.schema import Scenario
-from sim.shrink import ddmin, fault_items, keep_faults, shrink
+from sim import export
+from sim.run import simulate
+from sim.shrink import ddmin, expand_swarm, fault_items, keep_faults, shrink
 
 
 def test_ddmin_finds_the_two_items_that_matter_among_twelve():
@@ -78,6 +80,29 @@ def test_shrink_keeps_the_needed_fault_and_halves_the_workload_while_it_still_fa
     assert result.steps[0] == "faults 6 -> 1 (kept: timed[2] crash)"
     assert "duration 8s -> 2s" in result.steps and "rate 200/s -> 50/s" in result.steps
     assert fails(small) and result.trials < 60
+
+
+def test_a_swarm_written_out_makes_the_same_run_and_shrinks_to_the_one_family_that_fails():
+    swarm = quickstart_with(duration="3s", faults={"swarm": True})
+    expanded = expand_swarm(swarm, 7)
+    assert not expanded.faults.swarm
+    kinds = [f.kind for f in expanded.faults.background.poisson]
+    assert len(kinds) >= 3, kinds
+    a, b = export.tables(simulate(swarm, 7)), export.tables(simulate(expanded, 7))
+    assert a["journal"].equals(b["journal"]) and a["requests"].equals(b["requests"])
+    faults_a = a["faults"][a["faults"]["kind"] != "swarm"].reset_index(drop=True)
+    assert faults_a.equals(b["faults"]) and len(faults_a) > 0
+
+    culprit = kinds[1]
+
+    def fails(s: Scenario) -> bool:  # a stand-in: only the second drawn family matters
+        drawn = s.faults.background.poisson
+        return s.faults.swarm or any(f.kind == culprit for f in drawn)
+
+    small = shrink(swarm, fails, seed=7)
+    assert [f.kind for f in small.scenario.faults.background.poisson] == [culprit]
+    assert not small.scenario.faults.swarm and small.scenario.faults.timed == []
+    assert small.steps[0].startswith(f"swarm written out: {len(kinds)} background fault")
 
 
 def test_shrink_refuses_a_scenario_that_does_not_fail():
