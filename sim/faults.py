@@ -382,10 +382,10 @@ class FaultInjector:
     def _clock_skew(self, f: ClockSkew) -> tuple[str, str, Undo]:
         worker = self.plant.settlement
         offset = -f.offset if f.behind else f.offset
-        worker.skew += offset
+        worker.adjust_clock(offset)
 
         def undo() -> str:
-            worker.skew -= offset
+            worker.adjust_clock(-offset)
             return ""
 
         return worker.node.name, f"clock {offset:+g}s", undo

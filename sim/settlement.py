@@ -133,6 +133,7 @@ class SettlementWorker:
         self.node = Node(env, "settlement", "settlement", zones[-1], 1)
         self.skew = 0.0
         """How far the node's clock is ahead of true time (negative: behind)."""
+        self._clock_moved = env.event()
         self.partners = [
             Partner(
                 BankPartnerSimulator(
@@ -164,6 +165,12 @@ class SettlementWorker:
             linger=FETCH_LINGER,
         )
 
+    def adjust_clock(self, delta: float) -> None:
+        """Move the node's clock by `delta` seconds; a pending cut-off wait is recomputed."""
+        self.skew += delta
+        moved, self._clock_moved = self._clock_moved, self.env.event()
+        moved.succeed()
+
     @property
     def now(self) -> float:
         """The settlement node's clock."""
@@ -182,7 +189,7 @@ class SettlementWorker:
         while True:
             wait = k * self.cutoff - self.now
             if wait > 1e-9:  # not 0: rounding must not turn into an endless run of tiny waits
-                yield self.env.timeout(wait)
+                yield self.env.timeout(wait) | self._clock_moved
                 continue
             self.node.submit(_Cutoff(self))
             k += 1
