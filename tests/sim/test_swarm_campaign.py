@@ -20,7 +20,7 @@ SWARM = Path(__file__).resolve().parents[2] / "scenarios" / "catalog" / "swarm.y
 SEEDS = range(1, 301)
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1200)
 def test_the_correct_implementation_has_no_safety_violation_over_300_swarm_seeds(tmp_path: Path):
     loaded = load_scenario(SWARM)
     assert loaded.scenario.faults.swarm, "the swarm scenario draws its faults per seed"
