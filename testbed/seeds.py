@@ -197,10 +197,13 @@ def seeds(
     summary = run_campaign(
         loaded, scenario, range(first, first + count), workers, bug, campaign_dir, console
     )
-    if shrink and summary["failures"]:
+    recorded = [f["run_dir"] for f in summary["failures"] if f["run_dir"]]
+    if shrink and recorded:
         from testbed.shrink import shrink_run
 
-        shrink_run(Path(summary["failures"][0]["run_dir"]), campaign_dir / "shrunk.yaml", console)
+        shrink_run(Path(recorded[0]), campaign_dir / "shrunk.yaml", console)
+    elif shrink and summary["failures"]:
+        console.print("nothing to shrink: the failing seeds crashed before their audit")
     raise typer.Exit(1 if summary["failed"] else 0)
 
 
