@@ -507,6 +507,27 @@ def test_a_rolled_back_chain_frees_its_ids_and_funds(ledger: Ledger) -> None:
     assert stored is not None and stored.credit_account == "alice"
 
 
+def test_a_rolled_back_chain_leaves_an_earlier_pending_transfer_pending(ledger: Ledger) -> None:
+    ok(ledger, pend("p1", amount=100), pend("p2", amount=100))
+    results = ledger.submit(
+        post_pending("pp", "p1", linked=True),
+        void("v", "p2", linked=True),
+        post("x", "mallory", "bob"),
+        post("y", amount=1),
+    )
+    assert results == [
+        R.LINKED_EVENT_FAILED,
+        R.LINKED_EVENT_FAILED,
+        R.DEBIT_ACCOUNT_NOT_FOUND,
+        R.OK,
+    ]
+    for pending_id in ("p1", "p2"):
+        stored = ledger.transfer(pending_id)
+        assert stored is not None and stored.pending_state is PendingState.PENDING
+    assert ledger.balances("alice") == (1, 200, 10_000, 0)
+    ok(ledger, post_pending("pp", "p1"), void("v", "p2"))
+
+
 def test_a_failed_chain_leaves_the_rest_of_the_batch(ledger: Ledger) -> None:
     before = len(ledger.journal())
     results = ledger.submit(

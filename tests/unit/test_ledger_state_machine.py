@@ -375,11 +375,16 @@ class LedgerMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.accepted)
     @rule(data=st.data(), size=st.integers(min_value=1, max_value=3), tail=new_transfers())
     def linked_chain(self, data: st.DataObject, size: int, tail: Transfer) -> None:
-        chain = [replace(data.draw(any_transfer), linked=True) for _ in range(size)]
+        members = any_transfer
+        if self.model.pending():
+            members = st.one_of(any_transfer, second_phases(self.model.pending()))
+        chain = [replace(data.draw(members), linked=True) for _ in range(size)]
         if data.draw(st.booleans()):
             chain.insert(data.draw(st.integers(0, size)), data.draw(st.sampled_from(self.accepted)))
             chain = [replace(t, linked=True) for t in chain]
-        self.submit([*chain, tail])
+        # Transfers after the chain see what its rollback left (pending states, funds, ids).
+        after = data.draw(st.lists(members.map(lambda t: replace(t, linked=False)), max_size=2))
+        self.submit([*chain, tail, *after])
 
     # -- invariants ----------------------------------------------------------------------------
 
