@@ -132,7 +132,8 @@ def run(
     if not summary["passed"]:
         console.print(
             f"[red]failed[/red]; reproduce with: testbed run {scenario} --seed {the_seed}"
-            f"{bug_flags(bug)}"
+            f"{bug_flags(bug)}",
+            soft_wrap=True,
         )
         raise typer.Exit(1)
 

@@ -12,6 +12,7 @@ import json
 import time
 import traceback
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -240,10 +241,12 @@ def run_campaign(
             failed = sum(not o.ok for o in outcomes)
             bar.update(task, advance=1, failed=failed)
             if not outcome.ok:
-                bar.console.print(describe_failure(outcome), markup=False, highlight=False)
+                # soft_wrap: a reproduce command broken over two lines cannot be pasted
+                say = partial(bar.console.print, markup=False, highlight=False, soft_wrap=True)
+                say(describe_failure(outcome))
                 if outcome.run_dir:
-                    bar.console.print(f"  run record: {outcome.run_dir}", markup=False)
-                bar.console.print(f"  reproduce:  {reproduce(outcome.seed)}", markup=False)
+                    say(f"  run record: {outcome.run_dir}")
+                say(f"  reproduce:  {reproduce(outcome.seed)}")
     summary = campaign_summary(
         outcomes,
         scenario=loaded.name,

@@ -120,9 +120,9 @@ def shrink_run(run_dir: Path, out: Path, console: Console) -> bool:
     console.print(f"shrunk in {result.trials} trials: {before} -> {after}", markup=False)
     for step in result.steps:
         console.print(f"  {step}", markup=False)
-    console.print(f"shrunk scenario: {out}", markup=False)
+    console.print(f"shrunk scenario: {out}", markup=False, soft_wrap=True)
     if still:
-        console.print(f"reproduce: testbed run {out} --seed {seed}", markup=False)
+        console.print(f"reproduce: testbed run {out} --seed {seed}", markup=False, soft_wrap=True)
     else:
         console.print(f"[red]the written scenario no longer fails with {kind}[/red]")
     return still

@@ -82,6 +82,22 @@ def test_a_failing_campaign_exits_1_and_its_reproduce_command_reproduces(tmp_pat
     assert audit["violations"][0]["payment_id"] == first["payment_id"]
 
 
+def test_seeds_shrink_writes_the_first_failure_as_a_smaller_scenario(tmp_path: Path):
+    scenario = small_scenario(tmp_path)
+    out = tmp_path / "c"
+    done = cli("seeds", str(scenario), "--count", "3", "--bug", BUG, "--out", str(out), "--shrink")
+    assert done.returncode == 1, done.stdout + done.stderr
+    first = json.loads((out / "campaign.json").read_text())["failures"][0]
+    shrunk = yaml.safe_load((out / "shrunk.yaml").read_text())
+    assert shrunk["seed"] == first["seed"] and shrunk["bugs"] == [BUG]
+    assert shrunk.get("faults", {}).get("timed", []) == []  # the bug needs no crash
+    assert f"reproduce: testbed run {out / 'shrunk.yaml'} --seed {first['seed']}" in done.stdout
+    again = cli("run", str(out / "shrunk.yaml"), "--out", str(tmp_path / "again"))
+    assert again.returncode == 1
+    audit = json.loads((tmp_path / "again" / "audit.json").read_text())
+    assert audit["violations"][0]["kind"] == first["first"]["kind"]
+
+
 def test_every_seed_has_the_same_outcome_with_one_job_or_two(tmp_path: Path):
     from scenarios.loader import load_scenario
 
