@@ -284,15 +284,25 @@ _HASHED = (
     "amount",
     "currency",
     "at",
+    "pending_id",
 )
-_TEXT = ("transfer_id", "payment_id", "kind", "debit_account", "credit_account", "currency")
+_TEXT = (
+    "transfer_id",
+    "payment_id",
+    "kind",
+    "debit_account",
+    "credit_account",
+    "currency",
+    "pending_id",
+)
 # Characters JSON writes verbatim under ensure_ascii: printable ASCII except '"' and '\'.
 _VERBATIM = r"^[\x20\x21\x23-\x5b\x5d-\x7e]*$"
 
 
 def entry_hash(prev_hash: str, entry: tuple[Any, ...] | list[Any]) -> str:
     """The hash of one journal entry: sha256_hex(prev_hash + compact_json(entry)), where entry is
-    [seq, transfer_id, payment_id, kind, debit_account, credit_account, amount, currency, at]."""
+    [seq, transfer_id, payment_id, kind, debit_account, credit_account, amount, currency, at,
+    pending_id]."""
     return sha256((prev_hash + _JSON(list(entry))).encode()).hexdigest()
 
 
@@ -304,7 +314,7 @@ def _large_text(column: pd.Series) -> pa.Array | pa.ChunkedArray:
 
 
 def _bodies(journal: pd.DataFrame, prefix: pd.Series | None) -> pa.Array | pa.ChunkedArray:
-    """[prefix +] compact_json([seq, ..., at]) per row, as one Arrow large_string array.
+    """[prefix +] compact_json([seq, ..., at, pending_id]) per row, as one Arrow large_string array.
 
     Built column-wise: millions of entries take a second where json.dumps per row takes ten. A
     row the fast form cannot encode exactly (a string that needs a JSON escape, a non-finite
@@ -325,7 +335,7 @@ def _bodies(journal: pd.DataFrame, prefix: pd.Series | None) -> pa.Array | pa.Ch
     pieces = [
         "[", digits("seq"), ',"', text["transfer_id"], q, text["payment_id"], q, text["kind"], q,
         text["debit_account"], q, text["credit_account"], '",', digits("amount"), ',"',
-        text["currency"], '",', at_text, "]",
+        text["currency"], '",', at_text, ',"', text["pending_id"], '"]',
     ]  # fmt: skip
     if prefix is not None:
         pieces.insert(0, _large_text(prefix))
@@ -344,7 +354,7 @@ def _bodies(journal: pd.DataFrame, prefix: pd.Series | None) -> pa.Array | pa.Ch
 
 
 def canonical_bodies(journal: pd.DataFrame) -> list[str]:
-    """compact_json([seq, transfer_id, ..., at]) for every row of `journal`, in row order."""
+    """compact_json([seq, transfer_id, ..., at, pending_id]) for each row of `journal`, in order."""
     bodies: list[str] = _bodies(journal, None).to_pylist() if len(journal) else []
     return bodies
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from reference_impl.core.journal import JournalEntry
-from reference_impl.core.ledger import Account, StoredTransfer
+from reference_impl.core.ledger import Account
 from reference_impl.core.payments import Payment
 from reference_impl.core.settlement import Break, SettlementBatch, SettlementItem
 from reference_impl.service.payments import PAYMENT
@@ -102,7 +102,6 @@ def payments(run: SimRun) -> pd.DataFrame:
 
 def journal(run: SimRun) -> pd.DataFrame:
     store = run.system.ledger.store
-    transfers: dict[tuple[str, str], StoredTransfer] = store.table("transfers")
     rows = []
     entries: dict[tuple[str, int], JournalEntry] = store.table("journal")
     for (tenant, _seq), e in entries.items():
@@ -113,7 +112,7 @@ def journal(run: SimRun) -> pd.DataFrame:
                 "transfer_id": e.transfer_id,
                 "payment_id": e.payment_id,
                 "kind": e.kind,
-                "pending_id": transfers[(tenant, e.transfer_id)].pending_id,
+                "pending_id": e.pending_id,
                 "debit_account": e.debit_account,
                 "credit_account": e.credit_account,
                 "amount": e.amount,

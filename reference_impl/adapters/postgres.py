@@ -74,7 +74,7 @@ CREATE TABLE IF NOT EXISTS journal (
     payment_id text NOT NULL, kind text NOT NULL, debit_account text NOT NULL,
     credit_account text NOT NULL, amount bigint NOT NULL, currency text NOT NULL,
     at double precision NOT NULL, prev_hash text NOT NULL, hash text NOT NULL,
-    PRIMARY KEY (tenant, seq));
+    pending_id text NOT NULL, PRIMARY KEY (tenant, seq));
 CREATE TABLE IF NOT EXISTS heads (
     tenant text COLLATE "C" PRIMARY KEY, seq bigint NOT NULL, hash text NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
@@ -102,7 +102,7 @@ _TRANSFER_COLUMNS = (
 )
 _JOURNAL_COLUMNS = (
     "seq, transfer_id, payment_id, kind, debit_account, credit_account, amount, currency, at, "
-    "prev_hash, hash"
+    "prev_hash, hash, pending_id"
 )
 _SELECT_HEAD = "SELECT seq, hash FROM heads WHERE tenant = %s FOR UPDATE"
 # Each batch write has two forms: one row per statement for small batches (dumping arrays
@@ -132,11 +132,12 @@ FROM unnest(%s::text[], %s::text[]) AS v(state, id)
 WHERE t.tenant = %s AND t.id = v.id"""
 _INSERT_JOURNAL_ROW = f"""
 INSERT INTO journal (tenant, {_JOURNAL_COLUMNS})
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
 _INSERT_JOURNAL = f"""
 INSERT INTO journal (tenant, {_JOURNAL_COLUMNS})
 SELECT %s, * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],
-    %s::text[], %s::bigint[], %s::text[], %s::float8[], %s::text[], %s::text[])"""
+    %s::text[], %s::bigint[], %s::text[], %s::float8[], %s::text[], %s::text[],
+    %s::text[])"""
 _UPSERT_HEAD = """
 INSERT INTO heads (tenant, seq, hash) VALUES (%s, %s, %s)
 ON CONFLICT (tenant) DO UPDATE SET seq = excluded.seq, hash = excluded.hash"""
@@ -401,7 +402,7 @@ class PostgresUnitOfWork(UnitOfWork):
         ]  # fmt: skip
         journal = [
             (e.seq, e.transfer_id, e.payment_id, e.kind, e.debit_account, e.credit_account,
-             e.amount, e.currency, e.at, e.prev_hash, e.hash)
+             e.amount, e.currency, e.at, e.prev_hash, e.hash, e.pending_id)
             for e in changes.journal
         ]  # fmt: skip
         states = [(s.value, tid) for tid, s in changes.pending_states.items()]

@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS journal (
     payment_id TEXT NOT NULL, kind TEXT NOT NULL, debit_account TEXT NOT NULL,
     credit_account TEXT NOT NULL, amount INTEGER NOT NULL, currency TEXT NOT NULL,
     at REAL NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL,
-    PRIMARY KEY (tenant, seq)) WITHOUT ROWID;
+    pending_id TEXT NOT NULL, PRIMARY KEY (tenant, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS heads (
     tenant TEXT NOT NULL PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS records (
@@ -90,7 +90,7 @@ _TRANSFER_COLUMNS = (
 )
 _JOURNAL_COLUMNS = (
     "seq, transfer_id, payment_id, kind, debit_account, credit_account, amount, currency, at, "
-    "prev_hash, hash"
+    "prev_hash, hash, pending_id"
 )
 # One bound parameter (a JSON array) instead of an IN list of varying length, so the statement
 # text is constant and stays in sqlite3's statement cache.
@@ -283,7 +283,7 @@ class SqliteUnitOfWork(UnitOfWork):
         states = [(s.value, tenant, tid) for tid, s in changes.pending_states.items()]
         journal = [
             (tenant, e.seq, e.transfer_id, e.payment_id, e.kind, e.debit_account,
-             e.credit_account, e.amount, e.currency, e.at, e.prev_hash, e.hash)
+             e.credit_account, e.amount, e.currency, e.at, e.prev_hash, e.hash, e.pending_id)
             for e in changes.journal
         ]  # fmt: skip
         head = changes.head
@@ -304,7 +304,7 @@ class SqliteUnitOfWork(UnitOfWork):
             )
             c.executemany(
                 f"INSERT INTO journal (tenant, {_JOURNAL_COLUMNS})"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 journal,
             )
             if head is not None:

@@ -1,7 +1,8 @@
 """The append-only journal: one entry per committed transfer, hash-chained per tenant.
 
 `hash = sha256(prev_hash || canonical(entry))` where canonical(entry) is the compact JSON array
-[seq, transfer_id, payment_id, kind, debit_account, credit_account, amount, currency, at]. The
+[seq, transfer_id, payment_id, kind, debit_account, credit_account, amount, currency, at,
+pending_id]. The
 audit recomputes this from the run record alone (docs/run-record.md documents the form), so each
 tenant's journal verifies on its own and any edit or gap breaks the chain from there on.
 """
@@ -41,6 +42,8 @@ class JournalEntry:
     at: float
     prev_hash: str
     hash: str
+    pending_id: str = ""
+    """For post_pending and void: the pending transfer this entry resolves."""
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
@@ -57,9 +60,21 @@ def entry_hash(
     amount: int,
     currency: str,
     at: float,
+    pending_id: str,
 ) -> str:
     body = _dumps(
-        [seq, transfer_id, payment_id, kind, debit_account, credit_account, amount, currency, at]
+        [
+            seq,
+            transfer_id,
+            payment_id,
+            kind,
+            debit_account,
+            credit_account,
+            amount,
+            currency,
+            at,
+            pending_id,
+        ]
     )
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
@@ -77,6 +92,7 @@ def chain_entry(head: JournalHead, t: StoredTransfer) -> JournalEntry:
         t.amount,
         t.currency,
         t.at,
+        t.pending_id,
     )
     return JournalEntry(
         seq,
@@ -90,6 +106,7 @@ def chain_entry(head: JournalHead, t: StoredTransfer) -> JournalEntry:
         t.at,
         head.hash,
         digest,
+        t.pending_id,
     )
 
 
@@ -108,6 +125,7 @@ def first_broken_link(entries: Iterable[JournalEntry], head: JournalHead = Journ
             e.amount,
             e.currency,
             e.at,
+            e.pending_id,
         )
         if e.seq != prev.seq + 1 or e.prev_hash != prev.hash or e.hash != expected:
             return e.seq

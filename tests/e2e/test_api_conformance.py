@@ -544,6 +544,7 @@ async def test_journal_pages_in_order_until_an_empty_page(gw: Gateway) -> None:
         "at",
         "prev_hash",
         "hash",
+        "pending_id",
     }
     assert first_broken_link([JournalEntry(**e) for e in entries]) == 0
 

@@ -194,6 +194,7 @@ class Run:
                 e["amount"],
                 e["currency"],
                 e["at"],
+                e["pending_id"],
             ]
             digest = hashlib.sha256(
                 (prev + json.dumps(body, separators=(",", ":"))).encode()

@@ -54,6 +54,7 @@ def canonical_hash(prev_hash: str, e: JournalEntry) -> str:
         e.amount,
         e.currency,
         e.at,
+        e.pending_id,
     ]
     text = json.dumps(body, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256((prev_hash + text).encode()).hexdigest()
@@ -196,13 +197,6 @@ def test_read_journal_pages() -> None:
     assert read_journal(led.store, led.tenant, 9, 10) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="design question: a journal entry does not name the pending transfer a post_pending "
-    "or void settles, so a partial post cannot be replayed into pending balances from the "
-    "journal alone (DESIGN.md section 4/8: balances = replay of the journal)",
-)
 def test_pending_balances_replay_from_the_journal_alone() -> None:
     led = Ledger()
     led.open("alice", funds=1_000)
@@ -224,5 +218,5 @@ def test_pending_balances_replay_from_the_journal_alone() -> None:
             amounts[e.transfer_id] = e.amount
             debits_pending += e.amount
         elif e.kind in ("post_pending", "void"):
-            debits_pending -= amounts[e.pending_id]  # type: ignore[attr-defined]
+            debits_pending -= amounts[e.pending_id]
     assert debits_pending == led.balances("alice")[1] == 50
