@@ -405,10 +405,14 @@ def reconcile_statement(
 
 
 def _due(statement: Statement, item: SettlementItem) -> bool:
-    """Whether the statement should include the item: it was sent within its period."""
-    return item.sent_at is not None and statement.period_start <= item.sent_at < (
-        statement.covers_until
-    )
+    """Whether the statement should include a still-outstanding item: it was sent before the end
+    of the statement's period.
+
+    Not only within the period: a batch stamped before an earlier statement's end but sent after
+    that statement was ingested (a delayed cut-off, a clock that jumped back) was never checked
+    against it, so this statement is the first that can show it missing.
+    """
+    return item.sent_at is not None and item.sent_at < statement.covers_until
 
 
 def _credit(run: _Run, item: SettlementItem, line: StatementLine, fee: int) -> None:

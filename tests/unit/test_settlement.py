@@ -216,6 +216,16 @@ def test_a_payment_sent_in_the_period_without_a_line_is_missing() -> None:
     assert accounted(st, 350, list(rec.breaks))
 
 
+def test_a_payment_stamped_before_the_period_but_never_checked_is_missing_now() -> None:
+    # Stamped at 50 (a clock that jumped back, a delayed cut-off) but sent after the statement
+    # for [0, 100) was ingested: still outstanding, so this statement is the first to miss it.
+    st = statement([line("a", 100)])
+    rec = reconcile_statement(st, {**items(a=100), **items(sent_at=50.0, early=70)})
+    assert kinds(rec) == [(BreakKind.MISSING, "early")]
+    assert status(rec)["early"] is ItemStatus.MISSING
+    assert accounted(st, 170, list(rec.breaks))
+
+
 def test_a_payment_sent_after_the_period_is_not_expected_yet() -> None:
     st = statement([])
     rec = reconcile_statement(st, items(sent_at=200.0, late=100))
