@@ -24,8 +24,9 @@ BUGS: dict[str, str] = {
         " work, so two concurrent requests with one key both pass the check"
     ),
     "publish-before-commit": (
-        "the payments worker publishes its outbox events before it commits the state they"
-        " describe; a crash between leaves events for state that never existed"
+        "the gateway publishes the payment and its PaymentReceived in one unit of work and"
+        " records the idempotency key's answer in a later one; a concurrent or retried request"
+        " with the key, arriving between, publishes a second payment"
     ),
     "ack-before-durable": (
         "the gateway replies 202 once the commit is in memory, before it is durable; a store"
@@ -34,6 +35,11 @@ BUGS: dict[str, str] = {
     "commit-offset-before-effect": (
         "the payments worker commits its consumer offset in one unit of work and applies the"
         " effect in a later one; a crash between loses the effect"
+    ),
+    "non-idempotent-consumer": (
+        "the payments consumer commits its effects in one unit of work and its offset in a later"
+        " one (at-least-once), and its effects are not keyed: transfer ids drawn per delivery,"
+        " no look at the payment's status; a redelivered event reserves and posts again"
     ),
     "async-replication-failover": (
         "acknowledge on the primary with asynchronous replication; a failover to a replica"

@@ -13,6 +13,9 @@ composition root asks this module to wire them in when the scenario selects them
 - `commit-offset-before-effect`: the payments consumer commits its offset in the batch's unit
   of work and applies the effects in a later one, on the same consumer; a crash between loses
   them for good, because nothing will deliver those events again.
+- `non-idempotent-consumer`: the Kafka-style at-least-once consumer. It commits its effects in
+  one unit of work and its offset in a later job on the same consumer; a crash or a refused
+  commit between delivers the events again, and the service's unkeyed effects apply them again.
 
 Every other path is untouched when no bug is selected.
 """
@@ -30,7 +33,7 @@ from reference_impl.service.payments import apply_payment_events, commit_offset
 from reference_impl.service.ports import LoggedEvent, UnitOfWork
 from scenarios.schema import Ledger
 from sim.ledger import LedgerNode
-from sim.node import Job, JobRun, NodeDown
+from sim.node import Job, JobRun, Node, NodeDown
 
 if TYPE_CHECKING:
     from sim.system import System
@@ -61,6 +64,8 @@ def fit_store(ledger: LedgerNode, bugs: frozenset[str]) -> None:
 def install(system: System) -> None:
     if "commit-offset-before-effect" in system.bugs:
         system.payments.handler = _OffsetFirst(system)
+    if "non-idempotent-consumer" in system.bugs:
+        system.payments.handler = _EffectFirst(system)
 
 
 def start(system: System) -> None:
@@ -115,3 +120,46 @@ class _Effect(Job):
         # The bug: if this fails, the offset is already past these events; nobody applies them.
         with contextlib.suppress(NodeDown):
             yield s.ledger.call(lambda: handler.apply(self.events), items=len(self.events))
+
+
+class _EffectFirst:
+    """The payments handler under `non-idempotent-consumer`: effects now, offset later."""
+
+    def __init__(self, system: System) -> None:
+        self.system = system
+
+    def __call__(self, uow: UnitOfWork, events: Sequence[LoggedEvent], now: float) -> None:
+        s = self.system
+        s._emitted += apply_payment_events(uow, events, s.screening, now, s.config)
+        _commit_offset_later(s, list(events))
+
+
+def _commit_offset_later(system: System, events: list[LoggedEvent]) -> None:
+    """Queue the offset commit on the partition's consumer, ahead of its next fetch (FIFO)."""
+    owner = system.payments.owner[events[0].partition]
+    if owner is not None:
+        owner.submit(_Offset(system, owner, events))
+
+
+class _Offset(Job):
+    """An offset commit after the effects: if it is lost, the events are delivered again."""
+
+    __slots__ = ("events", "node", "system")
+
+    def __init__(self, system: System, node: Node, events: list[LoggedEvent]) -> None:
+        super().__init__()
+        self.system = system
+        self.node = node
+        self.events = events
+
+    def run(self) -> JobRun:
+        store = self.system.ledger.store
+
+        def commit() -> None:
+            with store.unit_of_work() as uow:
+                commit_offset(uow, self.events)
+                uow.commit()
+
+        # The bug: a failure here leaves the offset behind effects that are already applied.
+        with contextlib.suppress(NodeDown):
+            yield self.system.ledger.call(commit, origin=self.node)

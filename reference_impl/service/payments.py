@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from reference_impl.core.errors import InvalidInput
@@ -259,11 +259,18 @@ def apply_payment_events(
     now: float,
     config: PaymentsConfig,
 ) -> list[PaymentEvent]:
-    """The effects of a batch, without the offset: screen, reserve, post; emit the events."""
+    """The effects of a batch, without the offset: screen, reserve, post; emit the events.
+
+    Bug zoo: `non-idempotent-consumer` applies each event whatever the payment's status, with
+    transfer ids drawn per delivery (stamped with the delivery's time), so a redelivered event
+    reserves or posts again instead of finding its keyed transfer already there.
+    """
     if not events:
         return []
+    unkeyed = "non-idempotent-consumer" in config.bugs
     received: list[Payment] = []
     reserved: list[Payment] = []
+    reserved_at: list[float] = []
     for logged in events:
         event = decode(logged.type, logged.payload)
         if not isinstance(event, PaymentReceived | PaymentReserved):
@@ -271,12 +278,21 @@ def apply_payment_events(
         payment = get_payment(uow, event.tenant, event.payment_id)
         if payment is None:
             continue
-        if isinstance(event, PaymentReceived) and payment.status is PaymentStatus.RECEIVED:
+        if unkeyed:
+            # The bug: no look at the payment's status, so a repeat is not recognised.
+            status = PaymentStatus.RECEIVED
+            if isinstance(event, PaymentReserved):
+                status = PaymentStatus.RESERVED
+                reserved_at.append(event.at)
+            (reserved if status is PaymentStatus.RESERVED else received).append(
+                replace(payment, status=status)
+            )
+        elif isinstance(event, PaymentReceived) and payment.status is PaymentStatus.RECEIVED:
             received.append(payment)
         elif isinstance(event, PaymentReserved) and payment.status is PaymentStatus.RESERVED:
             reserved.append(payment)
     emitted = _screen_and_reserve(uow, received, screening, now, config.bugs)
-    emitted += _post(uow, reserved, now)
+    emitted += _post(uow, reserved, now, reserved_at if unkeyed else None)
     append(uow, emitted, config.partitions, now)
     return emitted
 
@@ -313,7 +329,9 @@ def _screen_and_reserve(
     for tenant, group in _by_tenant(approved).items():
         batch = [
             Transfer(
-                p.reserve_transfer_id,
+                _drawn(p.reserve_transfer_id, now)
+                if "non-idempotent-consumer" in bugs
+                else p.reserve_transfer_id,
                 p.debtor_account,
                 p.creditor_account,
                 _through_float(p.amount) if "float-money" in bugs else p.amount,
@@ -334,14 +352,35 @@ def _screen_and_reserve(
     return emitted
 
 
-def _post(uow: UnitOfWork, payments: Sequence[Payment], now: float) -> list[PaymentEvent]:
+def _drawn(transfer_id: str, at: float) -> str:
+    """`non-idempotent-consumer`: a transfer id drawn per delivery, not derived from the payment."""
+    return f"{transfer_id}@{at!r}"
+
+
+def _post(
+    uow: UnitOfWork,
+    payments: Sequence[Payment],
+    now: float,
+    reserved_at: Sequence[float] | None = None,
+) -> list[PaymentEvent]:
+    """Post each reservation; `reserved_at` (only under `non-idempotent-consumer`, one per
+    payment) is when the delivery that drew the reservation announced it."""
     emitted: list[PaymentEvent] = []
+    # by object: under the bug one payment may come twice in a batch, once per redelivery
+    at_of = {id(p): at for p, at in zip(payments, reserved_at or (), strict=False)}
     for tenant, group in _by_tenant(payments).items():
         batch = [
             Transfer(
                 p.post_transfer_id,
                 kind=TransferKind.POST_PENDING,
                 pending_id=p.reserve_transfer_id,
+                payment_id=p.id,
+            )
+            if reserved_at is None
+            else Transfer(
+                _drawn(p.post_transfer_id, now),
+                kind=TransferKind.POST_PENDING,
+                pending_id=_drawn(p.reserve_transfer_id, at_of[id(p)]),
                 payment_id=p.id,
             )
             for p in group

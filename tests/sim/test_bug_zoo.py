@@ -27,6 +27,7 @@ ZOO = {
     "publish-before-commit": ("scenarios/quickstart.yaml", "duplicate"),
     "ack-before-durable": ("scenarios/catalog/zoo-ledger-crash.yaml", "lost"),
     "commit-offset-before-effect": ("scenarios/quickstart.yaml", "liveness"),
+    "non-idempotent-consumer": ("scenarios/quickstart.yaml", "duplicate"),
     "async-replication-failover": ("scenarios/catalog/zoo-failover.yaml", "lost"),
     "lost-update": ("scenarios/quickstart.yaml", "conservation"),
     "float-money": ("scenarios/quickstart.yaml", "conservation"),
