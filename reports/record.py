@@ -118,6 +118,19 @@ class RunRecord:
         seed = self.meta.get("seed")
         return seed if isinstance(seed, int) else None
 
+    @classmethod
+    def from_tables(cls, tables: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]) -> RunRecord:
+        """A record straight from a runtime's tables, without the parquet round trip (campaigns
+        audit every seed this way and write only the failing ones)."""
+        missing = sorted(set(SCHEMAS) - set(tables))
+        if missing:
+            raise RunRecordError(f"run record: missing tables {', '.join(missing)}")
+        t = tables
+        return cls(
+            t["requests"], t["payments"], t["journal"], t["accounts"], t["settlements"],
+            t["statements"], t["breaks"], t["faults"], t["nodes"], meta,
+        )  # fmt: skip
+
 
 def empty_table(name: str) -> pd.DataFrame:
     """A table with no rows and the right columns and dtypes: what a runtime writes for a table

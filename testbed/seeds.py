@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from reports.audit import AuditResult
-    from reports.record import RunRecord
     from scenarios.schema import Scenario
 
 MAX_SEED = 2**63
@@ -41,25 +40,9 @@ def audit_seed(scenario: Scenario, name: str, seed: int) -> AuditResult:
     from sim.run import simulate
 
     result = simulate(scenario, seed)
-    return audit(in_memory_record(export.tables(result), export.meta(result, name)))
-
-
-def in_memory_record(tables: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]) -> RunRecord:
-    """The run record straight from the sim's tables, without the parquet round trip."""
     from reports.record import RunRecord
 
-    return RunRecord(
-        requests=tables["requests"],
-        payments=tables["payments"],
-        journal=tables["journal"],
-        accounts=tables["accounts"],
-        settlements=tables["settlements"],
-        statements=tables["statements"],
-        breaks=tables["breaks"],
-        faults=tables["faults"],
-        nodes=tables["nodes"],
-        meta=meta,
-    )
+    return audit(RunRecord.from_tables(export.tables(result), export.meta(result, name)))
 
 
 def write_failed_run(
@@ -85,6 +68,7 @@ def write_failed_run(
 def judge_seed(job: CampaignJob, seed: int) -> SeedOutcome:
     """One seed of a campaign (runs in a worker process); only a failure touches the disk."""
     from reports.audit import SAFETY_KINDS, audit
+    from reports.record import RunRecord
     from sim import export
     from sim.run import simulate
     from testbed.summary import metrics
@@ -94,7 +78,7 @@ def judge_seed(job: CampaignJob, seed: int) -> SeedOutcome:
         result = simulate(job.scenario, seed)
         tables = export.tables(result)
         meta = export.meta(result, job.name)
-        audited = audit(in_memory_record(tables, meta))
+        audited = audit(RunRecord.from_tables(tables, meta))
     except Exception as e:  # the system under test crashed: a finding, not a campaign error
         crash = FirstViolation("error", None, None, traceback.format_exception_only(e)[-1].strip())
         wall = time.perf_counter() - start

@@ -36,20 +36,7 @@ ZOO = {
 
 def run_audit(scenario: Scenario, seed: int) -> AuditResult:
     run = simulate(scenario, seed)
-    t = export.tables(run)
-    record = RunRecord(
-        requests=t["requests"],
-        payments=t["payments"],
-        journal=t["journal"],
-        accounts=t["accounts"],
-        settlements=t["settlements"],
-        statements=t["statements"],
-        breaks=t["breaks"],
-        faults=t["faults"],
-        nodes=t["nodes"],
-        meta=export.meta(run, "zoo"),
-    )
-    return audit(record)
+    return audit(RunRecord.from_tables(export.tables(run), export.meta(run, "zoo")))
 
 
 def with_bugs(path: str, bugs: list[str]) -> Scenario:
