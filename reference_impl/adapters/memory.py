@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import replace
 from typing import Any, Literal
 
 from reference_impl.core.journal import JournalEntry, JournalHead
 from reference_impl.core.ledger import Account, LedgerChanges, StoredTransfer
+from reference_impl.core.serial import evolve
 from reference_impl.service.ports import (
     LoggedEvent,
     NewEvent,
@@ -262,7 +262,7 @@ class MemoryUnitOfWork(UnitOfWork):
             self.put("transfers", (tenant, t.id), t)
         for tid, state in changes.pending_states.items():
             stored = self.get("transfers", (tenant, tid))
-            self.put("transfers", (tenant, tid), replace(stored, pending_state=state))
+            self.put("transfers", (tenant, tid), evolve(stored, pending_state=state))
         for e in changes.journal:
             self.put("journal", (tenant, e.seq), e)
         if changes.head is not None:

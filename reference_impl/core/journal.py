@@ -10,10 +10,11 @@ tenant's journal verifies on its own and any edit or gap breaks the chain from t
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from reference_impl.core.serial import dumps
 
 if TYPE_CHECKING:
     from reference_impl.core.ledger import StoredTransfer
@@ -46,9 +47,6 @@ class JournalEntry:
     """For post_pending and void: the pending transfer this entry resolves."""
 
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
-
-
 def entry_hash(
     prev_hash: str,
     seq: int,
@@ -62,7 +60,7 @@ def entry_hash(
     at: float,
     pending_id: str,
 ) -> str:
-    body = _dumps(
+    body = dumps(
         [
             seq,
             transfer_id,

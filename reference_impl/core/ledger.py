@@ -8,11 +8,12 @@ reads a clock, draws an id or touches storage; the store executes what this retu
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from reference_impl.core.journal import JournalEntry, JournalHead, chain_entry
 from reference_impl.core.money import MAX_AMOUNT, is_currency
+from reference_impl.core.serial import evolve
 
 MAX_ID_LENGTH = 128
 
@@ -493,7 +494,7 @@ def _finish(b: _Batch, now: float) -> None:
     # A pending transfer posted or voided in its own batch is written once, in its final state.
     states = dict(b.pending_states)
     changes.transfers = [
-        replace(s, pending_state=states.pop(s.id)) if s.id in states else s
+        evolve(s, pending_state=states.pop(s.id)) if s.id in states else s
         for s in changes.transfers
     ]
     changes.pending_states = states

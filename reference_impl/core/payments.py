@@ -8,12 +8,12 @@ IllegalTransition and leaves the payment unchanged.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from reference_impl.core.errors import IllegalTransition
-from reference_impl.core.serial import to_json
+from reference_impl.core.serial import evolve, to_json
 
 
 class PaymentStatus(StrEnum):
@@ -75,7 +75,7 @@ class Payment:
         """The payment in state `to`, or IllegalTransition if the table forbids the move."""
         if to not in TRANSITIONS[self.status]:
             raise IllegalTransition(f"payment {self.id}: {self.status} -> {to} is not allowed")
-        return replace(self, status=to, **changes)
+        return evolve(self, status=to, **changes)
 
     def to_json(self) -> str:
         return to_json(self)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from reference_impl.core.errors import IllegalTransition, InvalidAmount, InvalidInput
-from reference_impl.core.serial import to_dict
+from reference_impl.core.serial import dumps, evolve, to_dict
 
 
 class BatchStatus(StrEnum):
@@ -73,7 +73,7 @@ class SettlementBatch:
             raise InvalidAmount(
                 f"amount: must be a positive integer of minor units, not {amount!r}"
             )
-        return replace(
+        return evolve(
             self,
             payment_ids=(*self.payment_ids, payment_id),
             amounts=(*self.amounts, amount),
@@ -84,10 +84,10 @@ class SettlementBatch:
         """The batch in state `to`, or IllegalTransition if the table forbids the move."""
         if to not in BATCH_TRANSITIONS[self.status]:
             raise IllegalTransition(f"batch {self.id}: {self.status} -> {to} is not allowed")
-        return replace(self, status=to, **changes)
+        return evolve(self, status=to, **changes)
 
     def to_json(self) -> str:
-        return _dumps(to_dict(self))
+        return dumps(to_dict(self))
 
     @classmethod
     def from_json(cls, text: str) -> SettlementBatch:
@@ -175,7 +175,7 @@ class Statement:
         return self.created_at if self.period_end is None else self.period_end
 
     def to_json(self) -> str:
-        return _dumps(asdict(self))
+        return dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> Statement:
@@ -213,7 +213,7 @@ class SettlementItem:
     """The id of the missing break to resolve when the payment turns up on a later statement."""
 
     def to_json(self) -> str:
-        return _dumps(to_dict(self))
+        return dumps(to_dict(self))
 
     @classmethod
     def from_json(cls, text: str) -> SettlementItem:
@@ -259,7 +259,7 @@ class Break:
         return self.actual - self.expected
 
     def to_json(self) -> str:
-        return _dumps(to_dict(self))
+        return dumps(to_dict(self))
 
     @classmethod
     def from_json(cls, text: str) -> Break:
@@ -299,7 +299,13 @@ class Reconciliation:
     """True when the statement had been ingested before and nothing was done this time."""
 
     def to_json(self) -> str:
-        return _dumps(asdict(self))
+        # What asdict would give, built shallowly: asdict deep-copies every item and break,
+        # and a statement's reconciliation holds one of each per payment of the day.
+        data = to_dict(self)
+        data["settled"] = [to_dict(s) for s in self.settled]
+        data["breaks"] = [to_dict(b) for b in self.breaks]
+        data["items"] = [to_dict(i) for i in self.items]
+        return dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> Reconciliation:
@@ -391,7 +397,7 @@ def reconcile_statement(
                 detail=f"sent at {item.sent_at} but not on statement {statement.id}",
                 expected=item.amount,
             )
-            run.set(replace(item, status=ItemStatus.MISSING, missing_break=brk.id))
+            run.set(evolve(item, status=ItemStatus.MISSING, missing_break=brk.id))
     return Reconciliation(
         statement.id,
         statement.partner,
@@ -454,7 +460,7 @@ def _credit(run: _Run, item: SettlementItem, line: StatementLine, fee: int) -> N
         )
         if item.missing_break:
             run.resolved.append((item.missing_break, timing.id))
-    run.set(replace(item, status=ItemStatus.SETTLED))
+    run.set(evolve(item, status=ItemStatus.SETTLED))
     run.settled.append(SettledPayment(item.payment_id, item.tenant, item.batch_id, line.value_at))
 
 
@@ -479,8 +485,4 @@ def _reversal(run: _Run, item: SettlementItem, line: StatementLine) -> None:
         expected=item.amount if item.status is ItemStatus.SENT else 0,
         actual=line.amount,
     )
-    run.set(replace(item, status=ItemStatus.REVERSED))
-
-
-def _dumps(data: dict[str, Any]) -> str:
-    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+    run.set(evolve(item, status=ItemStatus.REVERSED))
