@@ -205,10 +205,13 @@ class MemoryUnitOfWork(UnitOfWork):
 
     # -- generic rows ---------------------------------------------------------------------
     def get(self, table: str, key: Any, default: Any = None) -> Any:
-        value = self._writes.get((table, key), _MISSING)
-        if value is _MISSING:
-            return self._store._live.get(table, {}).get(key, default)
-        return value
+        # The hottest call of the sim: most reads come before any write of the unit of work.
+        if self._writes:
+            value = self._writes.get((table, key), _MISSING)
+            if value is not _MISSING:
+                return value
+        rows = self._store._live.get(table)
+        return default if rows is None else rows.get(key, default)
 
     def put(self, table: str, key: Any, value: Any) -> None:
         self._writes[(table, key)] = value

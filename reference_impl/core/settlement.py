@@ -197,6 +197,10 @@ class ItemStatus(StrEnum):
     REVERSED = "reversed"
 
 
+_ITEM_STATUS_OF = {s.value: s for s in ItemStatus}
+"""A dict lookup is ten times cheaper than ItemStatus(value), paid on every item read."""
+
+
 @dataclass(frozen=True, slots=True)
 class SettlementItem:
     """One payment's settlement state, keyed by payment id (the EndToEndId the partner echoes)."""
@@ -218,7 +222,8 @@ class SettlementItem:
     @classmethod
     def from_json(cls, text: str) -> SettlementItem:
         data = json.loads(text)
-        data["status"] = ItemStatus(data["status"])
+        status = data["status"]
+        data["status"] = _ITEM_STATUS_OF.get(status) or ItemStatus(status)
         return cls(**data)
 
 
