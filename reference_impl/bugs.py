@@ -41,6 +41,12 @@ BUGS: dict[str, str] = {
         " one (at-least-once), and its effects are not keyed: transfer ids drawn per delivery,"
         " no look at the payment's status; a redelivered event reserves and posts again"
     ),
+    "double-compensation": (
+        "the compensation after retries ran out (fail_payment) is neither guarded nor keyed, and"
+        " the payments consumer retries a compensation whose answer was lost until one is"
+        " acknowledged; a retry of one that committed finds the reservation already voided and"
+        " refunds the debtor with a reverse transfer"
+    ),
     "async-replication-failover": (
         "acknowledge on the primary with asynchronous replication; a failover to a replica"
         " loses the acknowledged commits inside the lag"

@@ -16,24 +16,45 @@ its duration, then assigns them afresh. Each bumps the partition's epoch (Kafka'
 and group generation in one number), and a batch fetched under an older epoch cannot commit:
 its events are fetched again by whoever owns the partition now. A zombie (a paused consumer
 that wakes up holding a batch) is fenced the same way.
+
+Compensation follows reference_impl/runtime/consumer.py. A store that cannot be reached (a crash,
+a cut link, a timeout) is retried without blaming any event, as the runtime does for
+`StoreUnavailable`; a commit the store refused (`DiskError`: it answered, and applied nothing)
+counts against the batch, as any other error of the transaction does in the runtime. The
+partition then narrows to one event at a time; an event refused `RetryPolicy.attempts` times in
+a row, with the runtime's exponential backoff between, is handed to the group's `give_up` (the
+payments group fails the payment, voiding its reservation), which commits the compensation and
+the offset past the event in one unit of work. If that commit's answer is lost, the partition
+stays narrowed and its next fetch, from the committed offset, shows whether it happened, so the
+compensation is never blindly repeated. A group without `give_up` never skips an event.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import simpy
 
+from reference_impl.runtime.consumer import RetryPolicy
 from reference_impl.service.payments import poll
 from reference_impl.service.ports import LoggedEvent, UnitOfWork
-from sim.ledger import STORE_TIMEOUT, LedgerNode
+from sim.ledger import STORE_TIMEOUT, DiskError, LedgerNode
 from sim.network import Network
 from sim.node import Job, JobRun, Node, NodeDown
 from sim.service_times import BatchCost
 
 Handler = Callable[[UnitOfWork, Sequence[LoggedEvent], float], None]
 """Applies a batch in the caller's unit of work (effects + offset); the caller commits."""
+GiveUp = Callable[[UnitOfWork, LoggedEvent, str, float], None]
+"""Compensates one event that kept failing and moves the offset past it; the caller commits."""
+Compensation = Callable[
+    ["ConsumerGroup", Node, int, LoggedEvent, int, str], Generator[simpy.Event, Any, bool]
+]
+"""Runs `give_up` for an event through the ledger (group, consumer, partition, event, epoch,
+reason); True once it is known to have committed."""
 
 RETRY_AFTER_FAILURE = 0.05
 """Seconds a consumer waits before fetching again after its commit failed (ledger down)."""
@@ -79,6 +100,12 @@ class ConsumerGroup:
         self.fenced = 0
         """Batches that could not commit because the partition moved or changed leader."""
         self.failed_commits = 0
+        self.give_up: GiveUp | None = None
+        self.compensation: Compensation = compensate_once
+        self.retry = RetryPolicy()
+        self.suspects: dict[int, _Suspect] = {}
+        """Partitions narrowed to one event at a time after a refused commit (with `give_up`)."""
+        self.compensated = 0
         self.on_commit: list[Callable[[], None]] = []
         for node in consumers:
             node.on_crash.append(self.membership_changed)
@@ -106,6 +133,7 @@ class ConsumerGroup:
             owner = alive[(p + self.generation) % len(alive)] if alive else None
             if owner is not self.owner[p]:
                 self._fence(p)
+                self.suspects.pop(p, None)  # the new owner has not seen the failures
             self.owner[p] = owner
         for p in range(self.partitions):
             self.notify(p)
@@ -141,6 +169,7 @@ class ConsumerGroup:
         for p in range(self.partitions):
             self._fence(p)
             self.owner[p] = None
+            self.suspects.pop(p, None)
 
     def reassign(self) -> None:
         self.revoked = False
@@ -164,8 +193,9 @@ class ConsumerGroup:
             return bool(poll(uow, self.name, partition, 1))
 
     def _fetch(self, partition: int) -> list[LoggedEvent]:
+        limit = 1 if partition in self.suspects else self.max_batch
         with self.ledger.store.unit_of_work() as uow:
-            events = poll(uow, self.name, partition, self.max_batch)
+            events = poll(uow, self.name, partition, limit)
         upto = self.delivered_upto[partition]
         self.deliveries += len(events)
         self.redeliveries += sum(1 for e in events if e.offset <= upto)
@@ -184,6 +214,41 @@ class ConsumerGroup:
                 return False
             self.handler(uow, events, self.env.now)
             uow.commit()
+        self.suspects.pop(partition, None)
+        for hook in self.on_commit:
+            hook()
+        return True
+
+    def refused(self, partition: int, events: list[LoggedEvent]) -> tuple[float, bool]:
+        """A commit of `events` was refused: narrow the partition, count the event's failures.
+
+        Returns the backoff before the next try and whether the event is due for `give_up`.
+        """
+        if self.give_up is None:
+            return RETRY_AFTER_FAILURE, False
+        suspect = self.suspects.get(partition)
+        if suspect is None or len(events) > 1:
+            self.suspects[partition] = _Suspect()  # find the culprit, one event at a time
+            return 0.0, False
+        if suspect.offset != events[0].offset:
+            suspect.offset, suspect.failures = events[0].offset, 0
+        suspect.failures += 1
+        return self.retry.delay(suspect.failures), suspect.failures >= self.retry.attempts
+
+    def compensate(self, partition: int, event: LoggedEvent, epoch: int, reason: str) -> bool:
+        """`give_up` for `event` and the offset past it, unless the partition moved meanwhile."""
+        assert self.give_up is not None
+        if epoch != self.epoch[partition]:
+            self.fenced += 1
+            return False
+        with self.ledger.store.unit_of_work() as uow:
+            if uow.get_offset(self.name, partition) != event.offset - 1:
+                self.fenced += 1
+                return False
+            self.give_up(uow, event, reason, self.env.now)
+            uow.commit()
+        self.compensated += 1
+        self.suspects.pop(partition, None)
         for hook in self.on_commit:
             hook()
         return True
@@ -207,6 +272,28 @@ class ConsumerGroup:
     def lost(self, batch: _Batch) -> None:
         if self.in_flight[batch.partition] is batch:
             self.in_flight[batch.partition] = None
+
+
+def compensate_once(
+    group: ConsumerGroup, node: Node, partition: int, event: LoggedEvent, epoch: int, reason: str
+) -> Generator[simpy.Event, Any, bool]:
+    """One try, as the runtime makes it: a failure or a lost answer leaves the partition
+    narrowed, and the next fetch from the committed offset tells whether it happened."""
+    try:
+        done = yield group.ledger.call(
+            lambda: group.compensate(partition, event, epoch, reason), 1, node
+        )
+    except NodeDown:
+        return False
+    return bool(done)
+
+
+@dataclass(slots=True)
+class _Suspect:
+    """A partition narrowed to single events after a refused commit (runtime/consumer.py)."""
+
+    offset: int = -1
+    failures: int = 0
 
 
 class _Batch(Job):
@@ -243,6 +330,14 @@ class _Batch(Job):
                 yield node.running()  # stopped mid-batch: a zombie when it wakes, if fenced
             try:
                 yield ledger.call(lambda: g._apply(p, events, epoch), len(events), node)
+            except DiskError as e:
+                g.failed_commits += 1
+                backoff, exhausted = g.refused(p, events)
+                if exhausted:
+                    reason = f"retries_exhausted: {type(e).__name__}"
+                    if (yield from g.compensation(g, node, p, events[0], epoch, reason)):
+                        backoff = 0.0
+                yield g.env.timeout(backoff)
             except NodeDown:
                 g.failed_commits += 1
                 yield g.env.timeout(RETRY_AFTER_FAILURE)

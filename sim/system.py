@@ -17,6 +17,7 @@ from reference_impl.core.events import (
     PaymentEvent,
     PaymentFailed,
     PaymentRejected,
+    decode,
     event_key,
 )
 from reference_impl.core.ledger import Account, Transfer
@@ -26,6 +27,8 @@ from reference_impl.service.payments import (
     PAYMENTS_GROUP,
     Acceptance,
     PaymentsConfig,
+    commit_offset,
+    fail_payment,
     handle_payment_events,
 )
 from reference_impl.service.ports import LoggedEvent, UnitOfWork, partition_for
@@ -88,6 +91,7 @@ class System:
             topo.payments.session_timeout,
             streams.get("payments/consumer"),
         )
+        self.payments.give_up = self._give_up
         self.payments.on_commit.append(self._publish)
         self.settlement = SettlementWorker(
             env, topo, self.ledger, self.network, times, streams, self._settled
@@ -147,6 +151,20 @@ class System:
 
     def _handle_payments(self, uow: UnitOfWork, events: Sequence[LoggedEvent], now: float) -> None:
         self._emitted += handle_payment_events(uow, events, self.screening, now, self.config)
+
+    def _give_up(self, uow: UnitOfWork, event: LoggedEvent, reason: str, now: float) -> None:
+        """The runtime's compensation (runtime/workers.py): fail the payment, move past it."""
+        self.compensate(uow, event, reason, now)
+        commit_offset(uow, [event])
+
+    def compensate(self, uow: UnitOfWork, event: LoggedEvent, reason: str, now: float) -> None:
+        """`fail_payment` for the payment `event` is about (a no-op once it is terminal)."""
+        e = decode(event.type, event.payload)
+        failed = fail_payment(uow, e.tenant, e.payment_id, reason, now, self.config)
+        if failed is not None:
+            self._emitted.append(
+                PaymentFailed(failed.id, failed.tenant, failed.debtor_account, now, reason)
+            )
 
     def _publish(self) -> None:
         """After a payments commit: wake the consumers of what it appended, close refusals."""

@@ -16,6 +16,11 @@ composition root asks this module to wire them in when the scenario selects them
 - `non-idempotent-consumer`: the Kafka-style at-least-once consumer. It commits its effects in
   one unit of work and its offset in a later job on the same consumer; a crash or a refused
   commit between delivers the events again, and the service's unkeyed effects apply them again.
+- `double-compensation`: the saga-style compensation. When the answer to a compensation's
+  commit is lost, the payments consumer retries the compensation it holds until one is
+  acknowledged, instead of fetching from its committed offset (which would show the offset
+  already past the event); with the service's unguarded, unkeyed `fail_payment`, a retry of a
+  compensation that did commit compensates the payment again.
 
 Every other path is untouched when no bug is selected.
 """
@@ -32,6 +37,7 @@ from reference_impl.adapters.memory import MemoryStore
 from reference_impl.service.payments import apply_payment_events, commit_offset
 from reference_impl.service.ports import LoggedEvent, UnitOfWork
 from scenarios.schema import Ledger
+from sim.eventlog import ConsumerGroup
 from sim.ledger import LedgerNode
 from sim.node import Job, JobRun, Node, NodeDown
 
@@ -66,6 +72,8 @@ def install(system: System) -> None:
         system.payments.handler = _OffsetFirst(system)
     if "non-idempotent-consumer" in system.bugs:
         system.payments.handler = _EffectFirst(system)
+    if "double-compensation" in system.bugs:
+        system.payments.compensation = _UntilAcknowledged(system)
 
 
 def start(system: System) -> None:
@@ -163,3 +171,45 @@ class _Offset(Job):
         # The bug: a failure here leaves the offset behind effects that are already applied.
         with contextlib.suppress(NodeDown):
             yield self.system.ledger.call(commit, origin=self.node)
+
+
+class _UntilAcknowledged:
+    """The payments group's compensation under `double-compensation`: retried until answered."""
+
+    def __init__(self, system: System) -> None:
+        self.system = system
+
+    def __call__(
+        self,
+        group: ConsumerGroup,
+        node: Node,
+        partition: int,
+        event: LoggedEvent,
+        epoch: int,
+        reason: str,
+    ) -> Generator[simpy.Event, Any, bool]:
+        s = self.system
+        try:
+            done = yield s.ledger.call(
+                lambda: group.compensate(partition, event, epoch, reason), 1, node
+            )
+            return bool(done)
+        except NodeDown:
+            pass
+
+        def again() -> None:
+            assert group.give_up is not None
+            with s.ledger.store.unit_of_work() as uow:
+                group.give_up(uow, event, reason, s.env.now)
+                uow.commit()
+            s._publish()
+
+        # The bug: no answer is taken to mean "not done", so the compensation runs again,
+        # whatever the committed offset says; only its acknowledgement ends the retries.
+        failures = 0
+        while True:
+            failures += 1
+            yield s.env.timeout(group.retry.delay(failures))
+            with contextlib.suppress(NodeDown):
+                yield s.ledger.call(again, 1, node)
+                return True

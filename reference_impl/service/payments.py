@@ -353,7 +353,7 @@ def _screen_and_reserve(
 
 
 def _drawn(transfer_id: str, at: float) -> str:
-    """`non-idempotent-consumer`: a transfer id drawn per delivery, not derived from the payment."""
+    """A transfer id drawn per delivery or call, not derived from the payment (bug zoo)."""
     return f"{transfer_id}@{at!r}"
 
 
@@ -411,22 +411,32 @@ def fail_payment(
 ) -> Payment | None:
     """Compensation after retries ran out: void the reservation (if any), mark failed.
 
-    A no-op (returns None) for a payment that is already terminal or posted.
+    A no-op (returns None) for a payment that is already terminal or posted: that guard, and the
+    void keyed by the payment, are what make a repeated compensation harmless.
+    Bug zoo: `double-compensation` has neither. A failed payment is compensated again, its
+    reservation released by a void drawn per call; the ledger refuses a second void of one
+    reservation (`pending_already_voided`), and the bug takes that answer to mean the money
+    moved, so it refunds the debtor with a reverse transfer (also drawn per call).
     """
     payment = get_payment(uow, tenant, payment_id)
-    if payment is None or PaymentStatus.FAILED not in TRANSITIONS[payment.status]:
+    if payment is None:
         return None
-    if payment.status is PaymentStatus.RESERVED:
-        void = Transfer(
-            payment.void_transfer_id,
-            kind=TransferKind.VOID,
-            pending_id=payment.reserve_transfer_id,
-            payment_id=payment.id,
+    again = "double-compensation" in config.bugs and payment.status is PaymentStatus.FAILED
+    if not again and PaymentStatus.FAILED not in TRANSITIONS[payment.status]:
+        return None
+    if again or payment.status is PaymentStatus.RESERVED:
+        released = (
+            _release_unkeyed(uow, payment, now)
+            if "double-compensation" in config.bugs
+            else _void(uow, payment, now)
         )
-        code = submit_transfers_in(uow, tenant, [void], now).results[0]
-        if code not in _DONE:
+        if not released:
             return None
-    failed = payment.move(PaymentStatus.FAILED, reason=reason)
+    failed = (
+        replace(payment, reason=reason)
+        if again
+        else payment.move(PaymentStatus.FAILED, reason=reason)
+    )
     save_payment(uow, failed)
     append(
         uow,
@@ -435,3 +445,37 @@ def fail_payment(
         now,
     )
     return failed
+
+
+def _void(uow: UnitOfWork, payment: Payment, now: float) -> bool:
+    """Void the reservation under its keyed id: a repeat is `exists`, never a second void."""
+    void = Transfer(
+        payment.void_transfer_id,
+        kind=TransferKind.VOID,
+        pending_id=payment.reserve_transfer_id,
+        payment_id=payment.id,
+    )
+    return submit_transfers_in(uow, payment.tenant, [void], now).results[0] in _DONE
+
+
+def _release_unkeyed(uow: UnitOfWork, payment: Payment, now: float) -> bool:
+    """`double-compensation`: a void drawn per call, so the ledger cannot answer `exists`; if
+    the reservation is already voided, refund the debtor with a reverse transfer."""
+    void = Transfer(
+        _drawn(payment.void_transfer_id, now),
+        kind=TransferKind.VOID,
+        pending_id=payment.reserve_transfer_id,
+        payment_id=payment.id,
+    )
+    code = submit_transfers_in(uow, payment.tenant, [void], now).results[0]
+    if code is not TransferResult.PENDING_ALREADY_VOIDED:
+        return code in _DONE
+    refund = Transfer(
+        _drawn(f"{payment.id}:refund", now),
+        payment.creditor_account,
+        payment.debtor_account,
+        payment.amount,
+        payment.currency,
+        payment_id=payment.id,
+    )
+    return submit_transfers_in(uow, payment.tenant, [refund], now).results[0] in _DONE

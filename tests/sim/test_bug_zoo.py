@@ -31,6 +31,7 @@ ZOO = {
     "async-replication-failover": ("scenarios/catalog/zoo-failover.yaml", "lost"),
     "lost-update": ("scenarios/quickstart.yaml", "conservation"),
     "float-money": ("scenarios/quickstart.yaml", "conservation"),
+    "double-compensation": ("scenarios/catalog/zoo-failing-disk.yaml", "phantom"),
 }
 
 
