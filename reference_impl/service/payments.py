@@ -38,6 +38,7 @@ IDEMPOTENCY = "idempotency"
 PAYMENTS_GROUP = "payments"
 
 _DONE = {TransferResult.OK, TransferResult.EXISTS}
+_PAYMENTS_INPUT = frozenset({PaymentReceived.__name__, PaymentReserved.__name__})
 
 
 class InvalidPayment(InvalidInput):
@@ -272,9 +273,10 @@ def apply_payment_events(
     reserved: list[Payment] = []
     reserved_at: list[float] = []
     for logged in events:
+        if logged.type not in _PAYMENTS_INPUT:
+            continue  # other groups' events share the partitions: skip them without decoding
         event = decode(logged.type, logged.payload)
-        if not isinstance(event, PaymentReceived | PaymentReserved):
-            continue
+        assert isinstance(event, PaymentReceived | PaymentReserved)
         payment = get_payment(uow, event.tenant, event.payment_id)
         if payment is None:
             continue
