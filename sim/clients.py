@@ -23,7 +23,7 @@ from typing import Any
 
 import simpy
 
-from reference_impl.service.payments import PaymentRequest
+from reference_impl.service.accept import PaymentRequest
 from scenarios.schema import Amount, Workload
 
 

@@ -19,13 +19,8 @@ from collections.abc import Callable
 from functools import partial
 
 from reference_impl.core.errors import InvalidInput
-from reference_impl.service.payments import (
-    Acceptance,
-    PaymentsConfig,
-    accept_payment,
-    record_answer,
-    replay_for,
-)
+from reference_impl.service.accept import Acceptance, accept_payment, record_answer, replay_for
+from reference_impl.service.payments import PaymentsConfig
 from sim.clients import Attempt, Clients
 from sim.ledger import LedgerNode
 from sim.network import CLIENT_ZONE, Network

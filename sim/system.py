@@ -22,10 +22,10 @@ from reference_impl.core.events import (
 )
 from reference_impl.core.ledger import Account, Transfer
 from reference_impl.core.screening import ScreeningRules
+from reference_impl.service.accept import Acceptance
 from reference_impl.service.ledger import create_accounts, submit_transfers
 from reference_impl.service.payments import (
     PAYMENTS_GROUP,
-    Acceptance,
     PaymentsConfig,
     commit_offset,
     fail_payment,

@@ -2,7 +2,7 @@
 
 Accept order: auth (401) and rate limit (429) in the tenant dependency, then the
 Idempotency-Key header (400), the body (422), the in-flight check (409), and finally
-service.payments.accept_payment in one unit of work, committed before the 202 goes out.
+service.accept.accept_payment in one unit of work, committed before the 202 goes out.
 """
 
 # No `from __future__ import annotations`: FastAPI reads these signatures at definition time,
@@ -17,14 +17,14 @@ from reference_impl.api.gateway import Gateway
 from reference_impl.api.models import ID_PATTERN, NewPayment, openapi_body, parse_body
 from reference_impl.api.problems import Problem, invalid, responses
 from reference_impl.core.payments import TERMINAL, Payment
-from reference_impl.service.payments import (
+from reference_impl.service.accept import (
     Acceptance,
     IdempotencyKeyReused,
     InvalidPayment,
     PaymentRequest,
     accept_payment,
-    get_payment,
 )
+from reference_impl.service.payments import get_payment
 from reference_impl.service.ports import UnitOfWork
 
 MAX_KEY_LENGTH = 255

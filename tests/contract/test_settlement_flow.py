@@ -23,12 +23,11 @@ from reference_impl.core.ledger import Account, AccountResult, Transfer, Transfe
 from reference_impl.core.payments import PaymentStatus
 from reference_impl.core.screening import ScreeningRules
 from reference_impl.core.settlement import Break, BreakKind, LineKind, SettlementBatch, Statement
+from reference_impl.service.accept import PaymentRequest, accept_payment
 from reference_impl.service.ledger import create_accounts, submit_transfers
 from reference_impl.service.payments import (
     PAYMENTS_GROUP,
-    PaymentRequest,
     PaymentsConfig,
-    accept_payment,
     get_payment,
     handle_payment_events,
     poll,

@@ -26,15 +26,15 @@ from reference_impl.core.journal import JournalEntry, first_broken_link
 from reference_impl.core.money import MAX_AMOUNT
 from reference_impl.core.screening import ScreeningRules
 from reference_impl.core.settlement import Break, BreakKind, SettlementBatch
+from reference_impl.service.accept import IDEMPOTENCY
 from reference_impl.service.payments import (
-    IDEMPOTENCY,
+    PAYMENT as PAYMENT_RECORD,
+)
+from reference_impl.service.payments import (
     PAYMENTS_GROUP,
     PaymentsConfig,
     handle_payment_events,
     poll,
-)
-from reference_impl.service.payments import (
-    PAYMENT as PAYMENT_RECORD,
 )
 from reference_impl.service.ports import Store, UnitOfWork
 from reference_impl.service.settlement import BATCH, BREAK

@@ -17,12 +17,11 @@ from reference_impl.core.ledger import Account, Transfer
 from reference_impl.core.screening import ScreeningRules
 from reference_impl.runtime.consumer import RetryPolicy
 from reference_impl.runtime.workers import WorkerConfig, payments_consumer
+from reference_impl.service.accept import PaymentRequest, accept_payment
 from reference_impl.service.ledger import create_accounts, read_journal, submit_transfers
 from reference_impl.service.payments import (
     PAYMENTS_GROUP,
-    PaymentRequest,
     PaymentsConfig,
-    accept_payment,
     get_payment,
     handle_payment_events,
 )

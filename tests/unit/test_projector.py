@@ -9,12 +9,11 @@ import pytest
 from reference_impl.adapters.memory import MemoryStore
 from reference_impl.core.ledger import Account, Transfer
 from reference_impl.core.screening import ScreeningRules
+from reference_impl.service.accept import PaymentRequest, accept_payment
 from reference_impl.service.ledger import create_accounts, submit_transfers
 from reference_impl.service.payments import (
     PAYMENTS_GROUP,
-    PaymentRequest,
     PaymentsConfig,
-    accept_payment,
     fail_payment,
     handle_payment_events,
     poll,
