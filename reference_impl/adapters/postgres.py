@@ -107,15 +107,16 @@ _JOURNAL_COLUMNS = (
 _SELECT_HEAD = "SELECT seq, hash FROM heads WHERE tenant = %s FOR UPDATE"
 # Each batch write has two forms: one row per statement for small batches (dumping arrays
 # costs more client CPU than it saves there), one statement over arrays (`unnest`) for large
-# ones. Rows list columns in placeholder order: the tenant goes first in inserts, last in
-# updates.
+# ones. Arrays go in binary (`%b`): the text form quotes every element with a regex, which cost
+# twice the client CPU of the binary one. Rows list columns in placeholder order: the tenant
+# goes first in inserts, last in updates.
 _UPDATE_ACCOUNT_ROW = """
 UPDATE accounts SET debits_posted = %s, debits_pending = %s, credits_posted = %s,
     credits_pending = %s WHERE id = %s AND tenant = %s"""
 _UPDATE_ACCOUNTS = """
 UPDATE accounts AS a SET debits_posted = v.dp, debits_pending = v.dpe,
     credits_posted = v.cp, credits_pending = v.cpe
-FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[])
+FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[], %b::text[])
     AS v(dp, dpe, cp, cpe, id)
 WHERE a.tenant = %s AND a.id = v.id"""
 _INSERT_TRANSFER_ROW = f"""
@@ -123,33 +124,33 @@ INSERT INTO transfers (tenant, {_TRANSFER_COLUMNS})
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
 _INSERT_TRANSFERS = f"""
 INSERT INTO transfers (tenant, {_TRANSFER_COLUMNS})
-SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[],
-    %s::text[], %s::text[], %s::text[], %s::float8[], %s::text[])"""
+SELECT %s, * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[],
+    %b::text[], %b::text[], %b::text[], %b::float8[], %b::text[])"""
 _UPDATE_PENDING_ROW = "UPDATE transfers SET pending_state = %s WHERE id = %s AND tenant = %s"
 _UPDATE_PENDING = """
 UPDATE transfers AS t SET pending_state = v.state
-FROM unnest(%s::text[], %s::text[]) AS v(state, id)
+FROM unnest(%b::text[], %b::text[]) AS v(state, id)
 WHERE t.tenant = %s AND t.id = v.id"""
 _INSERT_JOURNAL_ROW = f"""
 INSERT INTO journal (tenant, {_JOURNAL_COLUMNS})
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
 _INSERT_JOURNAL = f"""
 INSERT INTO journal (tenant, {_JOURNAL_COLUMNS})
-SELECT %s, * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],
-    %s::text[], %s::bigint[], %s::text[], %s::float8[], %s::text[], %s::text[],
-    %s::text[])"""
+SELECT %s, * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[],
+    %b::text[], %b::bigint[], %b::text[], %b::float8[], %b::text[], %b::text[],
+    %b::text[])"""
 _UPSERT_HEAD = """
 INSERT INTO heads (tenant, seq, hash) VALUES (%s, %s, %s)
 ON CONFLICT (tenant) DO UPDATE SET seq = excluded.seq, hash = excluded.hash"""
 _ROWS_PER_STATEMENT_MAX = 4
 _ALLOCATE_OFFSETS = """
 INSERT INTO event_heads AS h (partition, "offset")
-SELECT * FROM unnest(%s::int[], %s::bigint[])
+SELECT * FROM unnest(%b::int[], %b::bigint[])
 ON CONFLICT (partition) DO UPDATE SET "offset" = h."offset" + excluded."offset"
 RETURNING partition, "offset\""""
 _INSERT_EVENTS = """
 INSERT INTO events (partition, "offset", type, key, payload, at)
-SELECT *, %s FROM unnest(%s::int[], %s::bigint[], %s::text[], %s::text[], %s::text[])"""
+SELECT *, %s FROM unnest(%b::int[], %b::bigint[], %b::text[], %b::text[], %b::text[])"""
 
 
 def _one_line(e: BaseException) -> str:
@@ -336,7 +337,7 @@ class PostgresUnitOfWork(UnitOfWork):
 
     def get_accounts(self, tenant: str, ids: Collection[str]) -> dict[str, Account]:
         rows = self._query(
-            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE tenant = %s AND id = ANY(%s)",
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE tenant = %s AND id = ANY(%b)",
             (tenant, list(ids)),
         )
         return {r[0]: Account(*r) for r in rows}
@@ -362,8 +363,8 @@ class PostgresUnitOfWork(UnitOfWork):
             [
                 (
                     f"INSERT INTO accounts (tenant, {_ACCOUNT_COLUMNS}) SELECT %s, * FROM"
-                    " unnest(%s::text[], %s::text[], %s::bool[], %s::text[], %s::bigint[],"
-                    " %s::bigint[], %s::bigint[], %s::bigint[])",
+                    " unnest(%b::text[], %b::text[], %b::bool[], %b::text[], %b::bigint[],"
+                    " %b::bigint[], %b::bigint[], %b::bigint[])",
                     (tenant, *cols),
                 )
             ]
@@ -371,7 +372,7 @@ class PostgresUnitOfWork(UnitOfWork):
 
     def get_transfers(self, tenant: str, ids: Collection[str]) -> dict[str, StoredTransfer]:
         rows = self._query(
-            f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE tenant = %s AND id = ANY(%s)",
+            f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE tenant = %s AND id = ANY(%b)",
             (tenant, list(ids)),
         )
         found = {}
