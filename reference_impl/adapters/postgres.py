@@ -273,6 +273,15 @@ class PostgresStore(Store):
                 return
         conn.close()
 
+    @property
+    def conninfo(self) -> str:
+        """The libpq connection string (for a LISTEN connection of the runtime's own)."""
+        return self._conninfo
+
+    @property
+    def schema(self) -> str | None:
+        return self._schema
+
     def unit_of_work(self) -> PostgresUnitOfWork:
         return PostgresUnitOfWork(self)
 

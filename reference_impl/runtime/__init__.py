@@ -92,11 +92,11 @@ class Runtime:
     def open(cls, config: RuntimeConfig) -> Runtime:
         """Open the store (raises InvalidStoreURL / StoreUnavailable) and wire the signals."""
         runtime = cls(config, open_store(config.store_url))
-        if config.store_url.startswith(("postgresql://", "postgres://")):
-            from reference_impl.adapters.postgres import _parse_url
+        from reference_impl.adapters.postgres import PostgresStore
 
-            conninfo, schema = _parse_url(config.store_url)
-            runtime._signal = PgSignal(conninfo, channel_for(schema), runtime.wakeup)
+        if isinstance(runtime.store, PostgresStore):
+            store = runtime.store
+            runtime._signal = PgSignal(store.conninfo, channel_for(store.schema), runtime.wakeup)
             runtime._signal.start()
         runtime.registry.register(
             WorkerCollector(runtime.store, config.partitions, config.tenants, runtime.loops)
