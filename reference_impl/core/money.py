@@ -74,6 +74,9 @@ def parse_major(text: str, code: str, field: str = "amount") -> int:
     if not isinstance(text, str):
         raise InvalidAmount(f"{field}: must be a decimal string, got {type(text).__name__}")
     try:
+        # Decimal() accepts digit separators ("1_000"); an amount with them is a typo, not money.
+        if "_" in text:
+            raise InvalidOperation
         value = Decimal(text.strip())
     except InvalidOperation:
         raise InvalidAmount(f"{field}: {text!r} is not a decimal number") from None

@@ -129,6 +129,7 @@ def test_parse_major(text: str, code: str, minor: int) -> None:
         ("", "EUR", "not a decimal"),
         ("12,34", "EUR", "not a decimal"),
         ("twelve", "EUR", "not a decimal"),
+        ("1_000", "EUR", "not a decimal"),
         ("0", "EUR", "at least 1"),
         ("0.00", "EUR", "at least 1"),
         ("-1.00", "EUR", "at least 1"),
