@@ -31,28 +31,27 @@ def _plain_number(value: Any) -> float | None:
     return None
 
 
-def parse_duration(value: Any) -> float:
-    """Seconds from '250ms' / '2s' / '5min' / '1h' or a bare number of seconds (>= 0)."""
+def _parse(
+    value: Any, pattern: re.Pattern[str], scale: dict[str, float], kind: str, rule: str
+) -> float:
     number = _plain_number(value)
     if number is None and isinstance(value, str):
-        m = _DURATION_RE.match(value)
+        m = pattern.match(value)
         if m:
-            number = float(m.group(1)) * _SECONDS[m.group(3)]
-    if number is None or number < 0 or number != number or number == float("inf"):
-        raise PydanticCustomError("duration", DURATION_RULE)
+            number = float(m.group(1)) * scale[m.group(3)]
+    if number is None or not 0 <= number < float("inf"):  # NaN fails the comparison too
+        raise PydanticCustomError(kind, rule)
     return number
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from '250ms' / '2s' / '5min' / '1h' or a bare number of seconds (>= 0)."""
+    return _parse(value, _DURATION_RE, _SECONDS, "duration", DURATION_RULE)
 
 
 def parse_rate(value: Any) -> float:
     """Events per second from '1500/s' / '30/min' / '2/h' or a bare number per second (>= 0)."""
-    number = _plain_number(value)
-    if number is None and isinstance(value, str):
-        m = _RATE_RE.match(value)
-        if m:
-            number = float(m.group(1)) * _PER[m.group(3)]
-    if number is None or number < 0 or number != number or number == float("inf"):
-        raise PydanticCustomError("rate", RATE_RULE)
-    return number
+    return _parse(value, _RATE_RE, _PER, "rate", RATE_RULE)
 
 
 def format_duration(seconds: float) -> str:
