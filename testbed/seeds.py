@@ -239,6 +239,8 @@ def run_campaign(
         wall=time.perf_counter() - started,
         reproduce=reproduce,
     )
+    # A long campaign outlives many things; a directory removed meanwhile must not cost the summary.
+    campaign_dir.mkdir(parents=True, exist_ok=True)
     (campaign_dir / "campaign.json").write_text(
         json.dumps(summary, indent=2, sort_keys=True) + "\n"
     )
