@@ -57,12 +57,16 @@ def verdict_tables(summary: dict[str, Any]) -> list[Table]:
     found = ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "no violations"
     checks.add_row("audit", found, _mark(summary["audit"]["ok"]))
     for slo in summary["slos"]:
-        checks.add_row(f"SLO {slo['slo']}", _value(slo["left"]), _mark(slo["passed"]))
+        checks.add_row(f"SLO {slo['slo']}", _slo_value(slo), _mark(slo["passed"]))
     return [latency, checks]
 
 
-def _value(v: Any) -> str:
-    return "-" if v is None else f"{v:.4g}"
+def _slo_value(slo: dict[str, Any]) -> str:
+    """The SLO's measured side, in milliseconds for the latency metrics (stored in seconds)."""
+    v = slo["left"]
+    if v is None:
+        return "-"
+    return _ms(v) if slo["slo"].startswith(("ack.", "posted.")) else f"{v:.4g}"
 
 
 def _mark(ok: bool) -> str:
