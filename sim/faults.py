@@ -18,7 +18,6 @@ from typing import Any, Protocol
 
 import simpy
 
-from reference_impl.adapters.bank_partner import PartnerBehaviour
 from scenarios.fault_specs import (
     CLIENTS,
     ClockSkew,
@@ -46,7 +45,7 @@ from sim.ledger import LedgerNode
 from sim.network import MessageFault, Network
 from sim.node import Node
 from sim.rng import Streams
-from sim.settlement import Partner, SettlementWorker
+from sim.settlement import Partner, SettlementWorker, behaviour
 from sim.swarm import swarm_faults
 
 Undo = Callable[[], str]
@@ -346,15 +345,7 @@ class FaultInjector:
 
     def _partner(self, f: PartnerChaos) -> tuple[str, str, Undo]:
         partner = self.partners[f.partner or self.rng.choice(sorted(self.partners))]
-        window = PartnerBehaviour(
-            statement_delay=f.statement_delay,
-            late_probability=f.late_probability,
-            duplicate_line_probability=f.duplicate_line_probability,
-            missing_line_probability=f.missing_line_probability,
-            fee_probability=f.fee_probability,
-            fee_amount=f.fee_amount,
-            reversal_probability=f.reversal_probability,
-        )
+        window = behaviour(f)
         partner.misbehave(window)
         if f.outage:
             partner.crash()

@@ -34,6 +34,7 @@ from reference_impl.service.settlement import (
     handle_settlement_events,
     ingest_statement,
 )
+from scenarios.fault_specs import PartnerChaos
 from scenarios.schema import BankPartner, Topology
 from sim.eventlog import ConsumerGroup
 from sim.ledger import LedgerNode
@@ -49,7 +50,8 @@ FETCH_LINGER = 0.5
 cut-offs seconds apart, so it takes few large batches rather than many small ones."""
 
 
-def behaviour(spec: BankPartner) -> PartnerBehaviour:
+def behaviour(spec: BankPartner | PartnerChaos) -> PartnerBehaviour:
+    """The partner's misbehaviour from its topology entry, or from a `partner` fault window."""
     return PartnerBehaviour(
         statement_delay=spec.statement_delay,
         late_probability=spec.late_probability,

@@ -7,8 +7,9 @@ or invalid scenario, an unavailable mode), with one line per problem and no trac
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +18,11 @@ from rich.table import Table
 
 from reference_impl.bugs import BUGS, valid_names
 from scenarios.loader import LoadedScenario, ScenarioError, load_scenario, resolved_yaml
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from scenarios.schema import Scenario
 
 RUNS = Path("runs")
 
@@ -144,11 +150,8 @@ def run(
 
 def execute(loaded: LoadedScenario, seed: int, run_dir: Path, console: Console) -> dict[str, Any]:
     """Simulate, write the run record, audit, write summary.json; returns the summary."""
-    from reports.audit import audit, write_audit
-    from reports.record import load_run, write_run_record
     from sim import export
     from sim.run import simulate
-    from testbed.summary import dumps, summarise
 
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -165,15 +168,30 @@ def execute(loaded: LoadedScenario, seed: int, run_dir: Path, console: Console) 
 
         result = simulate(loaded.scenario, seed, progress)
     tables = export.tables(result)
-    write_run_record(
-        run_dir,
-        tables=tables,
-        meta=export.meta(result, loaded.name),
-        scenario_yaml=resolved_yaml(loaded.scenario),
-    )
+    meta = export.meta(result, loaded.name)
+    return write_run(run_dir, loaded.scenario, loaded.name, seed, tables, meta)
+
+
+def write_run(
+    run_dir: Path,
+    scenario: Scenario,
+    name: str,
+    seed: int,
+    tables: Mapping[str, pd.DataFrame],
+    meta: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A simulated run's record, audit.json and summary.json; returns the summary.
+
+    The audit reads the record back from disk, so what it judges is what was written.
+    """
+    from reports.audit import audit, write_audit
+    from reports.record import load_run, write_run_record
+    from testbed.summary import dumps, summarise
+
+    write_run_record(run_dir, tables=tables, meta=meta, scenario_yaml=resolved_yaml(scenario))
     audited = audit(load_run(run_dir))
     write_audit(run_dir, audited)
-    summary = summarise(loaded.scenario, loaded.name, seed, tables, audited.to_json())
+    summary = summarise(scenario, name, seed, tables, audited.to_json())
     (run_dir / "summary.json").write_text(dumps(summary))
     return summary
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,9 +19,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from scenarios.loader import LoadedScenario, ScenarioError, load_scenario, resolved_yaml
+from scenarios.loader import LoadedScenario, ScenarioError, load_scenario
 from sim.campaign import CampaignJob, FirstViolation, SeedOutcome, default_jobs
-from testbed.run import RUNS, BugOption, bug_flags, with_bugs
+from testbed.run import RUNS, BugOption, bug_flags, with_bugs, write_run
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,50 +34,31 @@ MAX_SEED = 2**63
 
 def audit_seed(scenario: Scenario, name: str, seed: int) -> AuditResult:
     """Run one seed and audit it in memory, writing nothing."""
+    return _simulate_and_audit(scenario, name, seed)[2]
+
+
+def _simulate_and_audit(
+    scenario: Scenario, name: str, seed: int
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any], AuditResult]:
+    """One seed's tables, meta and audit, straight from memory (no parquet round trip)."""
     from reports.audit import audit
+    from reports.record import RunRecord
     from sim import export
     from sim.run import simulate
 
     result = simulate(scenario, seed)
-    from reports.record import RunRecord
-
-    return audit(RunRecord.from_tables(export.tables(result), export.meta(result, name)))
-
-
-def write_failed_run(
-    run_dir: Path,
-    scenario: Scenario,
-    name: str,
-    seed: int,
-    tables: Mapping[str, pd.DataFrame],
-    meta: Mapping[str, Any],
-) -> None:
-    """The run record, audit.json and summary.json, as `testbed run` writes them."""
-    from reports.audit import audit, write_audit
-    from reports.record import load_run, write_run_record
-    from testbed.summary import dumps, summarise
-
-    write_run_record(run_dir, tables=tables, meta=meta, scenario_yaml=resolved_yaml(scenario))
-    audited = audit(load_run(run_dir))
-    write_audit(run_dir, audited)
-    summary = summarise(scenario, name, seed, tables, audited.to_json())
-    (run_dir / "summary.json").write_text(dumps(summary))
+    tables, meta = export.tables(result), export.meta(result, name)
+    return tables, meta, audit(RunRecord.from_tables(tables, meta))
 
 
 def judge_seed(job: CampaignJob, seed: int) -> SeedOutcome:
     """One seed of a campaign (runs in a worker process); only a failure touches the disk."""
-    from reports.audit import SAFETY_KINDS, audit
-    from reports.record import RunRecord
-    from sim import export
-    from sim.run import simulate
+    from reports.audit import SAFETY_KINDS
     from testbed.summary import metrics
 
     start = time.perf_counter()
     try:
-        result = simulate(job.scenario, seed)
-        tables = export.tables(result)
-        meta = export.meta(result, job.name)
-        audited = audit(RunRecord.from_tables(tables, meta))
+        tables, meta, audited = _simulate_and_audit(job.scenario, job.name, seed)
     except Exception as e:  # the system under test crashed: a finding, not a campaign error
         crash = FirstViolation("error", None, None, traceback.format_exception_only(e)[-1].strip())
         wall = time.perf_counter() - start
@@ -89,7 +69,7 @@ def judge_seed(job: CampaignJob, seed: int) -> SeedOutcome:
     run_dir = None
     if not ok and job.fail_dir is not None:
         run_dir = job.fail_dir / f"seed-{seed}"
-        write_failed_run(run_dir, job.scenario, job.name, seed, tables, meta)
+        write_run(run_dir, job.scenario, job.name, seed, tables, meta)
     found = audited.violations[0] if audited.violations else None
     first = None
     if found is not None:

@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 
 from reference_impl.bugs import BUGS, UnknownBug, enabled
-from reports.audit import AuditResult, audit
-from reports.record import RunRecord
+from reports.audit import AuditResult
 from scenarios.loader import load_scenario
 from scenarios.schema import Scenario
-from sim import export
-from sim.run import simulate
+from testbed.seeds import audit_seed
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_SEEDS = 200
@@ -36,8 +34,7 @@ ZOO = {
 
 
 def run_audit(scenario: Scenario, seed: int) -> AuditResult:
-    run = simulate(scenario, seed)
-    return audit(RunRecord.from_tables(export.tables(run), export.meta(run, "zoo")))
+    return audit_seed(scenario, "zoo", seed)
 
 
 def with_bugs(path: str, bugs: list[str]) -> Scenario:
