@@ -21,7 +21,6 @@ with the next read or with the COMMIT; a batch is written with one statement per
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
@@ -32,6 +31,7 @@ from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from reference_impl.adapters import redact_url
+from reference_impl.adapters.pool import ConnectionPool
 from reference_impl.core.journal import GENESIS_HASH, JournalEntry, JournalHead
 from reference_impl.core.ledger import (
     Account,
@@ -222,6 +222,14 @@ def _write_rows(
 Connection = psycopg.Connection[tuple[Any, ...]]
 
 
+def _reusable(conn: Connection) -> bool:
+    return (
+        not conn.closed
+        and not conn.broken
+        and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    )
+
+
 class PostgresStore(Store):
     """A pool of connections to one database (and schema); opening it creates the tables."""
 
@@ -229,9 +237,12 @@ class PostgresStore(Store):
         self.url = url
         self._shown = redact_url(url)
         self._conninfo, self._schema = _parse_url(url)
-        self._lock = threading.Lock()
-        self._idle: list[Connection] = []
-        self._closed = False
+        self._pool = ConnectionPool(
+            self._connect,
+            _reusable,
+            lambda: StoreError(f"store {self._shown} is closed"),
+            _MAX_IDLE,
+        )
         conn = self._connect()
         try:
             with _mapped_errors(self._shown), conn.transaction():
@@ -247,31 +258,13 @@ class PostgresStore(Store):
         except BaseException:
             conn.close()
             raise
-        self._idle.append(conn)
+        self._pool.release(conn)
 
     def _connect(self) -> Connection:
         try:
             return psycopg.connect(self._conninfo)
         except psycopg.Error as e:
             raise StoreUnavailable(f"cannot connect to {self._shown}: {_one_line(e)}") from None
-
-    def _acquire(self) -> Connection:
-        with self._lock:
-            if self._closed:
-                raise StoreError(f"store {self._shown} is closed")
-            while self._idle:
-                conn = self._idle.pop()
-                if not conn.closed and not conn.broken:
-                    return conn
-        return self._connect()
-
-    def _release(self, conn: Connection) -> None:
-        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        with self._lock:
-            if idle and not self._closed and len(self._idle) < _MAX_IDLE:
-                self._idle.append(conn)
-                return
-        conn.close()
 
     @property
     def conninfo(self) -> str:
@@ -286,11 +279,7 @@ class PostgresStore(Store):
         return PostgresUnitOfWork(self)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+        self._pool.close()
 
 
 class PostgresUnitOfWork(UnitOfWork):
@@ -306,11 +295,11 @@ class PostgresUnitOfWork(UnitOfWork):
         if self._conn is None:
             if self._done:
                 raise RuntimeError("unit of work already finished")
-            conn = self._store._acquire()
+            conn = self._store._pool.acquire()
             try:
                 self._pipeline.enter_context(conn.pipeline())
             except BaseException:
-                self._store._release(conn)
+                self._store._pool.release(conn)
                 raise
             self._conn = conn
         return self._conn.cursor()
@@ -566,4 +555,4 @@ class PostgresUnitOfWork(UnitOfWork):
                 conn.rollback()
         except psycopg.Error:
             conn.close()  # a connection in an unknown state never goes back to the pool
-        self._store._release(conn)
+        self._store._pool.release(conn)

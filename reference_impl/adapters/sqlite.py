@@ -25,6 +25,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from reference_impl.adapters.pool import ConnectionPool
 from reference_impl.core.journal import JournalEntry, JournalHead
 from reference_impl.core.ledger import (
     Account,
@@ -127,10 +128,13 @@ class SqliteStore(Store):
     def __init__(self, path: str, url: str) -> None:
         self.url = url
         self._path = path
-        self._pool_lock = threading.Lock()
-        self._idle: list[sqlite3.Connection] = []
+        self._pool = ConnectionPool(
+            self._connect,
+            lambda conn: not conn.in_transaction,
+            lambda: StoreError(f"store {url} is closed"),
+            _MAX_IDLE,
+        )
         self._writer = threading.Lock()
-        self._closed = False
         conn = self._connect()
         try:
             # journal_mode is stored in the file; setting it needs no other connection open.
@@ -141,7 +145,7 @@ class SqliteStore(Store):
         except sqlite3.Error as e:
             conn.close()
             raise StoreUnavailable(f"cannot open {url}: {e}") from None
-        self._idle.append(conn)
+        self._pool.release(conn)
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -158,30 +162,11 @@ class SqliteStore(Store):
             raise StoreUnavailable(f"cannot open {self.url}: {e}") from None
         return conn
 
-    def _acquire(self) -> sqlite3.Connection:
-        with self._pool_lock:
-            if self._closed:
-                raise StoreError(f"store {self.url} is closed")
-            if self._idle:
-                return self._idle.pop()
-        return self._connect()
-
-    def _release(self, conn: sqlite3.Connection) -> None:
-        with self._pool_lock:
-            if not self._closed and len(self._idle) < _MAX_IDLE and not conn.in_transaction:
-                self._idle.append(conn)
-                return
-        conn.close()
-
     def unit_of_work(self) -> SqliteUnitOfWork:
         return SqliteUnitOfWork(self)
 
     def close(self) -> None:
-        with self._pool_lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+        self._pool.close()
 
 
 @contextmanager
@@ -212,7 +197,7 @@ class SqliteUnitOfWork(UnitOfWork):
         store = self._store
         store._writer.acquire()
         try:
-            conn = store._acquire()
+            conn = store._pool.acquire()
         except BaseException:
             store._writer.release()
             raise
@@ -220,7 +205,7 @@ class SqliteUnitOfWork(UnitOfWork):
             with _mapped_errors(store.url):
                 conn.execute("BEGIN IMMEDIATE")
         except BaseException:
-            store._release(conn)
+            store._pool.release(conn)
             store._writer.release()
             raise
         self._conn = conn
@@ -426,4 +411,4 @@ class SqliteUnitOfWork(UnitOfWork):
             return
         finally:
             self._store._writer.release()
-        self._store._release(conn)
+        self._store._pool.release(conn)
