@@ -26,8 +26,10 @@ from reference_impl.core.journal import JournalEntry, JournalHead
 from reference_impl.core.ledger import Account, LedgerChanges, StoredTransfer
 from reference_impl.core.serial import evolve
 from reference_impl.service.ports import (
+    GroupMember,
     LoggedEvent,
     NewEvent,
+    PartitionClaim,
     Store,
     UnitOfWork,
     partition_for,
@@ -49,7 +51,10 @@ def _apply(tables: Tables, writes: WriteSet) -> None:
         t = tables.get(table)
         if t is None:
             t = tables[table] = {}
-        t[key] = value
+        if value is None:  # a delete
+            t.pop(key, None)
+        else:
+            t[key] = value
 
 
 def _copy(tables: Tables) -> Tables:
@@ -81,6 +86,8 @@ class MemoryStore(Store):
         self._replica_seq = 0
         self._durable: Tables = _empty_tables()
         self._replica: Tables = _empty_tables()
+        self.replica_connected = True
+        """A sync replica that cannot be reached gets nothing until `reconnect_replica()`."""
 
     # -- Store ----------------------------------------------------------------------------
     def unit_of_work(self) -> MemoryUnitOfWork:
@@ -118,6 +125,11 @@ class MemoryStore(Store):
             self._replica_seq = self._advance(self._replica, self._replica_seq, target)
             self._trim()
 
+    def reconnect_replica(self) -> None:
+        """A sync replica is reachable again: it catches up with every commit it missed."""
+        self.replica_connected = True
+        self.replicate()
+
     def crash(self) -> int:
         """Lose what was not durable; returns how many commits were lost."""
         with self._lock:
@@ -140,6 +152,7 @@ class MemoryStore(Store):
             return lost
 
     def _reset_to(self, seq: int) -> None:
+        self.replica_connected = True
         self._committed = self._durable_seq = self._replica_seq = self._log_base = seq
         self._log = []
         self._durable = _copy(self._live) if not self.durable_commits else self._durable
@@ -169,7 +182,7 @@ class MemoryStore(Store):
         self._log.append(writes)
         if self.durable_commits:
             self._durable_seq = self._committed
-        if self.replication == "sync":
+        if self.replication == "sync" and self.replica_connected:
             self._replica_seq = self._advance(self._replica, self._replica_seq, self._committed)
         self._trim()
 
@@ -209,11 +222,12 @@ class MemoryUnitOfWork(UnitOfWork):
         if self._writes:
             value = self._writes.get((table, key), _MISSING)
             if value is not _MISSING:
-                return value
+                return default if value is None else value
         rows = self._store._live.get(table)
         return default if rows is None else rows.get(key, default)
 
     def put(self, table: str, key: Any, value: Any) -> None:
+        """Write a row; None deletes it."""
         self._writes[(table, key)] = value
         self._order.append((table, key, value))
 
@@ -221,7 +235,11 @@ class MemoryUnitOfWork(UnitOfWork):
         """Every row of `table` as this unit of work sees it (committed rows + own writes)."""
         merged = dict(self._store._live.get(table, {}))
         for (t, key), value in self._writes.items():
-            if t == table:
+            if t != table:
+                continue
+            if value is None:
+                merged.pop(key, None)
+            else:
                 merged[key] = value
         return iter(merged.items())
 
@@ -306,28 +324,71 @@ class MemoryUnitOfWork(UnitOfWork):
     # -- event log ------------------------------------------------------------------------
     def append_events(self, events: Sequence[NewEvent], partitions: int, at: float) -> None:
         for ev in events:
-            p = partition_for(ev.key, partitions)
-            offset = self.get("event_heads", p, 0) + 1
-            self.put("event_heads", p, offset)
-            self.put("events", (p, offset), LoggedEvent(p, offset, ev.type, ev.key, ev.payload, at))
+            head = (ev.topic, partition_for(ev.key, partitions))
+            offset = self.get("event_heads", head, 0) + 1
+            self.put("event_heads", head, offset)
+            self.put(
+                "events",
+                (*head, offset),
+                LoggedEvent(ev.topic, head[1], offset, ev.type, ev.key, ev.payload, at),
+            )
 
-    def read_events(self, partition: int, after: int, limit: int) -> list[LoggedEvent]:
+    def read_events(self, topic: str, partition: int, after: int, limit: int) -> list[LoggedEvent]:
         out: list[Any] = []
         offset = after + 1
         while len(out) < limit:
-            ev = self.get("events", (partition, offset))
+            ev = self.get("events", (topic, partition, offset))
             if ev is None:
                 break
             out.append(ev)
             offset += 1
         return out
 
-    def get_offset(self, group: str, partition: int) -> int:
-        offset: int = self.get("offsets", (group, partition), 0)
+    def log_heads(self, topic: str) -> dict[int, int]:
+        return {p: offset for (t, p), offset in sorted(self.scan("event_heads")) if t == topic}
+
+    def get_offset(self, group: str, topic: str, partition: int) -> int:
+        offset: int = self.get("offsets", (group, topic, partition), 0)
         return offset
 
-    def set_offset(self, group: str, partition: int, offset: int) -> None:
-        self.put("offsets", (group, partition), offset)
+    def set_offset(self, group: str, topic: str, partition: int, offset: int) -> None:
+        self.put("offsets", (group, topic, partition), offset)
+
+    # -- consumer groups ------------------------------------------------------------------
+    # Units of work are serialisable here (one lock), so neither lock needs more than that.
+    def lock_group(self, group: str) -> None:
+        pass
+
+    def list_members(self, group: str) -> list[GroupMember]:
+        return [m for (g, _), m in sorted(self.scan("members")) if g == group]
+
+    def put_member(self, member: GroupMember) -> None:
+        self.put("members", (member.group, member.member), member)
+
+    def delete_members(self, group: str, members: Collection[str]) -> None:
+        for m in members:
+            self.put("members", (group, m), None)
+
+    def list_claims(self, group: str) -> list[PartitionClaim]:
+        return [c for (g, _), c in sorted(self.scan("claims")) if g == group]
+
+    def put_claims(self, claims: Sequence[PartitionClaim]) -> None:
+        for c in claims:
+            self.put("claims", (c.group, c.partition), c)
+
+    def fence_claims(self, group: str, partitions: Collection[int]) -> dict[int, PartitionClaim]:
+        found = {}
+        for p in partitions:
+            claim = self.get("claims", (group, p))
+            if claim is not None:
+                found[p] = claim
+        return found
+
+    def list_groups(self) -> list[str]:
+        groups = {
+            key[0] for table in ("members", "claims", "offsets") for key, _ in self.scan(table)
+        }
+        return sorted(groups)
 
     # -- transaction ----------------------------------------------------------------------
     def commit(self) -> None:

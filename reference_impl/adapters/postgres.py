@@ -41,10 +41,14 @@ from reference_impl.core.ledger import (
     TransferKind,
 )
 from reference_impl.service.ports import (
+    SCHEMA_VERSION,
     ConcurrentUpdate,
+    GroupMember,
     InvalidStoreURL,
     LoggedEvent,
     NewEvent,
+    PartitionClaim,
+    SchemaMismatch,
     Store,
     StoreError,
     StoreUnavailable,
@@ -53,6 +57,10 @@ from reference_impl.service.ports import (
 )
 
 CONNECT_TIMEOUT_S = 5
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 5_000
+"""A session that sits in an open transaction this long is ended by the server and its locks
+released: a worker stopped (SIGSTOP) or hung mid-transaction must not hold a tenant's journal
+head or a partition claim for everyone else until it wakes."""
 _MAX_IDLE = 16
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -82,14 +90,26 @@ CREATE TABLE IF NOT EXISTS records (
     key text COLLATE "C" NOT NULL, value text NOT NULL,
     PRIMARY KEY (tenant, kind, key));
 CREATE TABLE IF NOT EXISTS event_heads (
-    partition integer PRIMARY KEY, "offset" bigint NOT NULL);
+    topic text COLLATE "C" NOT NULL, partition integer NOT NULL, "offset" bigint NOT NULL,
+    PRIMARY KEY (topic, partition));
 CREATE TABLE IF NOT EXISTS events (
-    partition integer NOT NULL, "offset" bigint NOT NULL, type text NOT NULL,
-    key text NOT NULL, payload text NOT NULL, at double precision NOT NULL,
-    PRIMARY KEY (partition, "offset"));
+    topic text COLLATE "C" NOT NULL, partition integer NOT NULL, "offset" bigint NOT NULL,
+    type text NOT NULL, key text NOT NULL, payload text NOT NULL,
+    at double precision NOT NULL, PRIMARY KEY (topic, partition, "offset"));
 CREATE TABLE IF NOT EXISTS offsets (
-    "group" text COLLATE "C" NOT NULL, partition integer NOT NULL, "offset" bigint NOT NULL,
+    "group" text COLLATE "C" NOT NULL, topic text COLLATE "C" NOT NULL,
+    partition integer NOT NULL, "offset" bigint NOT NULL,
+    PRIMARY KEY ("group", topic, partition));
+CREATE TABLE IF NOT EXISTS group_members (
+    "group" text COLLATE "C" NOT NULL, member text COLLATE "C" NOT NULL,
+    pid integer NOT NULL, host text NOT NULL, joined_at double precision NOT NULL,
+    heartbeat_at double precision NOT NULL, lease_expires double precision NOT NULL,
+    PRIMARY KEY ("group", member));
+CREATE TABLE IF NOT EXISTS group_claims (
+    "group" text COLLATE "C" NOT NULL, partition integer NOT NULL,
+    member text COLLATE "C" NOT NULL, epoch bigint NOT NULL,
     PRIMARY KEY ("group", partition));
+CREATE TABLE IF NOT EXISTS testbed_schema (version integer NOT NULL);
 """
 
 _ACCOUNT_COLUMNS = (
@@ -144,13 +164,16 @@ INSERT INTO heads (tenant, seq, hash) VALUES (%s, %s, %s)
 ON CONFLICT (tenant) DO UPDATE SET seq = excluded.seq, hash = excluded.hash"""
 _ROWS_PER_STATEMENT_MAX = 4
 _ALLOCATE_OFFSETS = """
-INSERT INTO event_heads AS h (partition, "offset")
-SELECT * FROM unnest(%b::int[], %b::bigint[])
-ON CONFLICT (partition) DO UPDATE SET "offset" = h."offset" + excluded."offset"
-RETURNING partition, "offset\""""
+INSERT INTO event_heads AS h (topic, partition, "offset")
+SELECT * FROM unnest(%b::text[], %b::int[], %b::bigint[])
+ON CONFLICT (topic, partition) DO UPDATE SET "offset" = h."offset" + excluded."offset"
+RETURNING topic, partition, "offset\""""
 _INSERT_EVENTS = """
-INSERT INTO events (partition, "offset", type, key, payload, at)
-SELECT *, %s FROM unnest(%b::int[], %b::bigint[], %b::text[], %b::text[], %b::text[])"""
+INSERT INTO events (topic, partition, "offset", type, key, payload, at)
+SELECT *, %s FROM unnest(%b::text[], %b::int[], %b::bigint[], %b::text[], %b::text[],
+    %b::text[])"""
+_MEMBER_COLUMNS = '"group", member, pid, host, joined_at, heartbeat_at, lease_expires'
+_CLAIM_COLUMNS = '"group", partition, member, epoch'
 
 
 def _one_line(e: BaseException) -> str:
@@ -184,8 +207,11 @@ def _parse_url(url: str) -> tuple[str, str | None]:
     except psycopg.Error as e:
         raise InvalidStoreURL(f"invalid store URL {shown!r}: {_one_line(e)}") from None
     params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+    options: list[str] = [str(params.get("options") or "")]
+    options.append(f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}")
     if schema:
-        params["options"] = f"{params.get('options') or ''} -c search_path={schema}".strip()
+        options.append(f"-c search_path={schema}")
+    params["options"] = " ".join(o for o in options if o)
     return make_conninfo("", **params), schema
 
 
@@ -254,11 +280,34 @@ class PostgresStore(Store):
                             sql.Identifier(self._schema)
                         )
                     )
-                conn.execute(_TABLES)
+                self._create_tables(conn)
         except BaseException:
             conn.close()
             raise
         self._pool.release(conn)
+
+    def _create_tables(self, conn: Connection) -> None:
+        """Create the tables in a new schema; refuse one laid out by another version."""
+        found = conn.execute(
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = current_schema()"
+            " AND table_name IN ('testbed_schema', 'events')"
+        ).fetchall()
+        tables = {r[0] for r in found}
+        version: int | None = None
+        if "testbed_schema" in tables:
+            row = conn.execute("SELECT version FROM testbed_schema").fetchone()
+            version = row[0] if row else 0
+        elif "events" in tables:
+            version = 1
+        if version is not None and version != SCHEMA_VERSION:
+            raise SchemaMismatch(
+                f"cannot open {self._shown}: its tables are schema version {version}, this"
+                f" testbed needs version {SCHEMA_VERSION}; use a new database or ?schema=NAME"
+            )
+        if version is None:
+            conn.execute(_TABLES)
+            conn.execute("INSERT INTO testbed_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
 
     def _connect(self) -> Connection:
         try:
@@ -470,25 +519,29 @@ class PostgresUnitOfWork(UnitOfWork):
     def append_events(self, events: Sequence[NewEvent], partitions: int, at: float) -> None:
         if not events:
             return
-        parts = [partition_for(ev.key, partitions) for ev in events]
-        counts: dict[int, int] = {}
-        for p in parts:
-            counts[p] = counts.get(p, 0) + 1
-        # Lock partition counters in one order, so two appenders cannot deadlock on them.
+        heads = [(ev.topic, partition_for(ev.key, partitions)) for ev in events]
+        counts: dict[tuple[str, int], int] = {}
+        for head in heads:
+            counts[head] = counts.get(head, 0) + 1
+        # Lock the counters in one order, so two appenders cannot deadlock on them.
         order = sorted(counts)
-        rows = self._query(_ALLOCATE_OFFSETS, (order, [counts[p] for p in order]))
-        next_offset = {p: last - counts[p] + 1 for p, last in rows}
+        rows = self._query(
+            _ALLOCATE_OFFSETS,
+            ([t for t, _ in order], [p for _, p in order], [counts[h] for h in order]),
+        )
+        next_offset = {(t, p): last - counts[(t, p)] + 1 for t, p, last in rows}
         offsets = []
-        for p in parts:
-            offsets.append(next_offset[p])
-            next_offset[p] += 1
+        for head in heads:
+            offsets.append(next_offset[head])
+            next_offset[head] += 1
         self._send(
             [
                 (
                     _INSERT_EVENTS,
                     (
                         at,
-                        parts,
+                        [t for t, _ in heads],
+                        [p for _, p in heads],
                         offsets,
                         [ev.type for ev in events],
                         [ev.key for ev in events],
@@ -498,31 +551,132 @@ class PostgresUnitOfWork(UnitOfWork):
             ]
         )
 
-    def read_events(self, partition: int, after: int, limit: int) -> list[LoggedEvent]:
+    def read_events(self, topic: str, partition: int, after: int, limit: int) -> list[LoggedEvent]:
         rows = self._query(
-            'SELECT partition, "offset", type, key, payload, at FROM events'
-            ' WHERE partition = %s AND "offset" > %s ORDER BY "offset" LIMIT %s',
-            (partition, after, limit),
+            'SELECT topic, partition, "offset", type, key, payload, at FROM events'
+            ' WHERE topic = %s AND partition = %s AND "offset" > %s ORDER BY "offset" LIMIT %s',
+            (topic, partition, after, limit),
         )
         return [LoggedEvent(*r) for r in rows]
 
-    def get_offset(self, group: str, partition: int) -> int:
+    def log_heads(self, topic: str) -> dict[int, int]:
         rows = self._query(
-            'SELECT "offset" FROM offsets WHERE "group" = %s AND partition = %s',
-            (group, partition),
+            'SELECT partition, "offset" FROM event_heads WHERE topic = %s ORDER BY partition',
+            (topic,),
+        )
+        return {int(p): int(o) for p, o in rows}
+
+    def get_offset(self, group: str, topic: str, partition: int) -> int:
+        rows = self._query(
+            'SELECT "offset" FROM offsets WHERE "group" = %s AND topic = %s AND partition = %s',
+            (group, topic, partition),
         )
         return int(rows[0][0]) if rows else 0
 
-    def set_offset(self, group: str, partition: int, offset: int) -> None:
+    def set_offset(self, group: str, topic: str, partition: int, offset: int) -> None:
         self._send(
             [
                 (
-                    'INSERT INTO offsets ("group", partition, "offset") VALUES (%s, %s, %s)'
-                    ' ON CONFLICT ("group", partition) DO UPDATE SET "offset" = excluded."offset"',
-                    (group, partition, offset),
+                    'INSERT INTO offsets ("group", topic, partition, "offset")'
+                    ' VALUES (%s, %s, %s, %s) ON CONFLICT ("group", topic, partition)'
+                    ' DO UPDATE SET "offset" = excluded."offset"',
+                    (group, topic, partition, offset),
                 )
             ]
         )
+
+    # -- consumer groups ------------------------------------------------------------------
+    def lock_group(self, group: str) -> None:
+        # A transaction-scoped advisory lock per (schema, group): no row needs to exist first.
+        self._query(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))",
+            (f"{self._store.schema or ''}/consumer-group/{group}",),
+        )
+
+    def list_members(self, group: str) -> list[GroupMember]:
+        rows = self._query(
+            f'SELECT {_MEMBER_COLUMNS} FROM group_members WHERE "group" = %s ORDER BY member',
+            (group,),
+        )
+        return [GroupMember(*r) for r in rows]
+
+    def put_member(self, member: GroupMember) -> None:
+        m = member
+        self._send(
+            [
+                (
+                    f"INSERT INTO group_members ({_MEMBER_COLUMNS})"
+                    ' VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT ("group", member)'
+                    " DO UPDATE SET pid = excluded.pid, host = excluded.host,"
+                    " joined_at = excluded.joined_at, heartbeat_at = excluded.heartbeat_at,"
+                    " lease_expires = excluded.lease_expires",
+                    (
+                        m.group,
+                        m.member,
+                        m.pid,
+                        m.host,
+                        m.joined_at,
+                        m.heartbeat_at,
+                        m.lease_expires,
+                    ),
+                )
+            ]
+        )
+
+    def delete_members(self, group: str, members: Collection[str]) -> None:
+        if members:
+            self._send(
+                [
+                    (
+                        'DELETE FROM group_members WHERE "group" = %s AND member = ANY(%b)',
+                        (group, list(members)),
+                    )
+                ]
+            )
+
+    def list_claims(self, group: str) -> list[PartitionClaim]:
+        rows = self._query(
+            f'SELECT {_CLAIM_COLUMNS} FROM group_claims WHERE "group" = %s ORDER BY partition',
+            (group,),
+        )
+        return [PartitionClaim(*r) for r in rows]
+
+    def put_claims(self, claims: Sequence[PartitionClaim]) -> None:
+        if claims:
+            self._send(
+                [
+                    (
+                        f"INSERT INTO group_claims ({_CLAIM_COLUMNS})"
+                        " SELECT * FROM unnest(%b::text[], %b::int[], %b::text[], %b::bigint[])"
+                        ' ON CONFLICT ("group", partition) DO UPDATE'
+                        " SET member = excluded.member, epoch = excluded.epoch",
+                        (
+                            [c.group for c in claims],
+                            [c.partition for c in claims],
+                            [c.member for c in claims],
+                            [c.epoch for c in claims],
+                        ),
+                    )
+                ]
+            )
+
+    def fence_claims(self, group: str, partitions: Collection[int]) -> dict[int, PartitionClaim]:
+        # FOR SHARE: a heartbeat that would move one of these claims waits for this commit, so
+        # a commit that passed the check cannot race a claim's move to another member.
+        rows = self._query(
+            f'SELECT {_CLAIM_COLUMNS} FROM group_claims WHERE "group" = %s'
+            " AND partition = ANY(%b) FOR SHARE",
+            (group, list(partitions)),
+        )
+        return {r[1]: PartitionClaim(*r) for r in rows}
+
+    def list_groups(self) -> list[str]:
+        rows = self._query(
+            'SELECT "group" FROM group_members UNION SELECT "group" FROM group_claims'
+            ' UNION SELECT "group" FROM offsets ORDER BY 1',
+            (),
+        )
+        return [str(r[0]) for r in rows]
 
     # -- transaction ----------------------------------------------------------------------
     def commit(self) -> None:

@@ -35,9 +35,13 @@ from reference_impl.core.ledger import (
     TransferKind,
 )
 from reference_impl.service.ports import (
+    SCHEMA_VERSION,
     ConcurrentUpdate,
+    GroupMember,
     LoggedEvent,
     NewEvent,
+    PartitionClaim,
+    SchemaMismatch,
     Store,
     StoreError,
     StoreUnavailable,
@@ -73,12 +77,20 @@ CREATE TABLE IF NOT EXISTS records (
     tenant TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY (tenant, kind, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
-    partition INTEGER NOT NULL, "offset" INTEGER NOT NULL, type TEXT NOT NULL,
-    key TEXT NOT NULL, payload TEXT NOT NULL, at REAL NOT NULL,
-    PRIMARY KEY (partition, "offset")) WITHOUT ROWID;
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, "offset" INTEGER NOT NULL,
+    type TEXT NOT NULL, key TEXT NOT NULL, payload TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (topic, partition, "offset")) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS offsets (
-    "group" TEXT NOT NULL, partition INTEGER NOT NULL, "offset" INTEGER NOT NULL,
-    PRIMARY KEY ("group", partition)) WITHOUT ROWID;
+    "group" TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+    "offset" INTEGER NOT NULL, PRIMARY KEY ("group", topic, partition)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS group_members (
+    "group" TEXT NOT NULL, member TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL,
+    joined_at REAL NOT NULL, heartbeat_at REAL NOT NULL, lease_expires REAL NOT NULL,
+    PRIMARY KEY ("group", member)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS group_claims (
+    "group" TEXT NOT NULL, partition INTEGER NOT NULL, member TEXT NOT NULL,
+    epoch INTEGER NOT NULL, PRIMARY KEY ("group", partition)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS testbed_schema (version INTEGER NOT NULL);
 """
 
 _ACCOUNT_COLUMNS = (
@@ -141,10 +153,13 @@ class SqliteStore(Store):
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
                 raise StoreUnavailable(f"cannot open {url}: WAL mode refused (got {mode!r})")
-            conn.executescript(_SCHEMA)
+            _create_schema(conn, url)
         except sqlite3.Error as e:
             conn.close()
             raise StoreUnavailable(f"cannot open {url}: {e}") from None
+        except SchemaMismatch:
+            conn.close()
+            raise
         self._pool.release(conn)
 
     def _connect(self) -> sqlite3.Connection:
@@ -167,6 +182,32 @@ class SqliteStore(Store):
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _create_schema(conn: sqlite3.Connection, url: str) -> None:
+    """Create the tables in a new file; refuse a file laid out by another version."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "testbed_schema" in tables:
+            found = conn.execute("SELECT version FROM testbed_schema").fetchone()
+            version = found[0] if found else 0
+        else:
+            version = 1 if "events" in tables else None
+        if version is not None and version != SCHEMA_VERSION:
+            raise SchemaMismatch(
+                f"cannot open {url}: its tables are schema version {version}, this testbed"
+                f" needs version {SCHEMA_VERSION}; use a new database file"
+            )
+        if version is None:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO testbed_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 @contextmanager
@@ -343,44 +384,108 @@ class SqliteUnitOfWork(UnitOfWork):
     # -- event log ------------------------------------------------------------------------
     def append_events(self, events: Sequence[NewEvent], partitions: int, at: float) -> None:
         def append(c: sqlite3.Connection) -> None:
-            # Offsets are gapless per partition; the write lock makes max()+1 safe.
-            heads: dict[int, int] = {}
+            # Offsets are gapless per topic partition; the write lock makes max()+1 safe.
+            heads: dict[tuple[str, int], int] = {}
             rows = []
             for ev in events:
-                p = partition_for(ev.key, partitions)
-                if p not in heads:
-                    heads[p] = c.execute(
-                        'SELECT coalesce(max("offset"), 0) FROM events WHERE partition = ?', (p,)
+                head = (ev.topic, partition_for(ev.key, partitions))
+                if head not in heads:
+                    heads[head] = c.execute(
+                        'SELECT coalesce(max("offset"), 0) FROM events'
+                        " WHERE topic = ? AND partition = ?",
+                        head,
                     ).fetchone()[0]
-                heads[p] += 1
-                rows.append((p, heads[p], ev.type, ev.key, ev.payload, at))
+                heads[head] += 1
+                rows.append((*head, heads[head], ev.type, ev.key, ev.payload, at))
             c.executemany(
-                'INSERT INTO events (partition, "offset", type, key, payload, at)'
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                'INSERT INTO events (topic, partition, "offset", type, key, payload, at)'
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
 
         self._run(append)
 
-    def read_events(self, partition: int, after: int, limit: int) -> list[LoggedEvent]:
+    def read_events(self, topic: str, partition: int, after: int, limit: int) -> list[LoggedEvent]:
         sql = (
-            'SELECT partition, "offset", type, key, payload, at FROM events'
-            ' WHERE partition = ? AND "offset" > ? ORDER BY "offset" LIMIT ?'
+            'SELECT topic, partition, "offset", type, key, payload, at FROM events'
+            ' WHERE topic = ? AND partition = ? AND "offset" > ? ORDER BY "offset" LIMIT ?'
         )
-        rows = self._run(lambda c: c.execute(sql, (partition, after, limit)).fetchall())
+        rows = self._run(lambda c: c.execute(sql, (topic, partition, after, limit)).fetchall())
         return [LoggedEvent(*r) for r in rows]
 
-    def get_offset(self, group: str, partition: int) -> int:
-        sql = 'SELECT "offset" FROM offsets WHERE "group" = ? AND partition = ?'
-        row = self._run(lambda c: c.execute(sql, (group, partition)).fetchone())
+    def log_heads(self, topic: str) -> dict[int, int]:
+        sql = 'SELECT partition, max("offset") FROM events WHERE topic = ? GROUP BY partition'
+        rows = self._run(lambda c: c.execute(sql, (topic,)).fetchall())
+        return {int(p): int(o) for p, o in sorted(rows)}
+
+    def get_offset(self, group: str, topic: str, partition: int) -> int:
+        sql = 'SELECT "offset" FROM offsets WHERE "group" = ? AND topic = ? AND partition = ?'
+        row = self._run(lambda c: c.execute(sql, (group, topic, partition)).fetchone())
         return int(row[0]) if row else 0
 
-    def set_offset(self, group: str, partition: int, offset: int) -> None:
+    def set_offset(self, group: str, topic: str, partition: int, offset: int) -> None:
         sql = (
-            'INSERT INTO offsets ("group", partition, "offset") VALUES (?, ?, ?)'
-            ' ON CONFLICT ("group", partition) DO UPDATE SET "offset" = excluded."offset"'
+            'INSERT INTO offsets ("group", topic, partition, "offset") VALUES (?, ?, ?, ?)'
+            ' ON CONFLICT ("group", topic, partition) DO UPDATE SET "offset" = excluded."offset"'
         )
-        self._run(lambda c: c.execute(sql, (group, partition, offset)))
+        self._run(lambda c: c.execute(sql, (group, topic, partition, offset)))
+
+    # -- consumer groups ------------------------------------------------------------------
+    def lock_group(self, group: str) -> None:
+        self._db()  # BEGIN IMMEDIATE already holds the database's only write lock
+
+    def list_members(self, group: str) -> list[GroupMember]:
+        sql = (
+            'SELECT "group", member, pid, host, joined_at, heartbeat_at, lease_expires'
+            ' FROM group_members WHERE "group" = ? ORDER BY member'
+        )
+        return [GroupMember(*r) for r in self._run(lambda c: c.execute(sql, (group,)).fetchall())]
+
+    def put_member(self, member: GroupMember) -> None:
+        sql = (
+            'INSERT OR REPLACE INTO group_members ("group", member, pid, host, joined_at,'
+            " heartbeat_at, lease_expires) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        )
+        m = member
+        row = (m.group, m.member, m.pid, m.host, m.joined_at, m.heartbeat_at, m.lease_expires)
+        self._run(lambda c: c.execute(sql, row))
+
+    def delete_members(self, group: str, members: Collection[str]) -> None:
+        sql = f'DELETE FROM group_members WHERE "group" = ? AND member {_IN_IDS}'
+        self._run(lambda c: c.execute(sql, (group, json.dumps(list(members)))))
+
+    def list_claims(self, group: str) -> list[PartitionClaim]:
+        sql = (
+            'SELECT "group", partition, member, epoch FROM group_claims WHERE "group" = ?'
+            " ORDER BY partition"
+        )
+        rows = self._run(lambda c: c.execute(sql, (group,)).fetchall())
+        return [PartitionClaim(*r) for r in rows]
+
+    def put_claims(self, claims: Sequence[PartitionClaim]) -> None:
+        sql = (
+            'INSERT OR REPLACE INTO group_claims ("group", partition, member, epoch)'
+            " VALUES (?, ?, ?, ?)"
+        )
+        rows = [(c.group, c.partition, c.member, c.epoch) for c in claims]
+        self._run(lambda c: c.executemany(sql, rows))
+
+    def fence_claims(self, group: str, partitions: Collection[int]) -> dict[int, PartitionClaim]:
+        # The write lock this unit of work holds keeps every claim as read until it ends.
+        sql = (
+            'SELECT "group", partition, member, epoch FROM group_claims WHERE "group" = ?'
+            f" AND partition {_IN_IDS}"
+        )
+        params = (group, json.dumps(list(partitions)))
+        rows = self._run(lambda c: c.execute(sql, params).fetchall())
+        return {r[1]: PartitionClaim(*r) for r in rows}
+
+    def list_groups(self) -> list[str]:
+        sql = (
+            'SELECT "group" FROM group_members UNION SELECT "group" FROM group_claims'
+            ' UNION SELECT "group" FROM offsets ORDER BY 1'
+        )
+        return [str(r[0]) for r in self._run(lambda c: c.execute(sql).fetchall())]
 
     # -- transaction ----------------------------------------------------------------------
     def commit(self) -> None:

@@ -38,8 +38,10 @@ class ConcurrentUpdate(StoreError):
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
-    """An event to append to the log: `key` picks the partition, so one key stays in order."""
+    """An event to append to the log: `topic` says who reads it (a consumer group subscribes to
+    topics), `key` picks the partition, so one key stays in order within its topic."""
 
+    topic: str
     type: str
     key: str
     payload: str
@@ -48,12 +50,42 @@ class NewEvent:
 
 @dataclass(frozen=True, slots=True)
 class LoggedEvent:
+    topic: str
     partition: int
     offset: int
     type: str
     key: str
     payload: str
     at: float
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMember:
+    """A live member of a consumer group, as the store keeps it (see service/groups.py)."""
+
+    group: str
+    member: str
+    pid: int
+    host: str
+    joined_at: float
+    heartbeat_at: float
+    lease_expires: float
+    """The member counts as gone once a heartbeat finds this in the past."""
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionClaim:
+    """Who owns one partition of a group's subscription, and since which epoch.
+
+    Every move of a claim bumps its epoch, and a member commits only while the epochs it holds
+    are current (fencing): a member that lost a partition can no longer commit on it.
+    """
+
+    group: str
+    partition: int
+    member: str
+    """"" while nobody owns it."""
+    epoch: int
 
 
 class UnitOfWork(abc.ABC):
@@ -124,18 +156,56 @@ class UnitOfWork(abc.ABC):
     # -- event log ------------------------------------------------------------------------
     @abc.abstractmethod
     def append_events(self, events: Sequence[NewEvent], partitions: int, at: float) -> None:
-        """Append to the outbox; the partition is a stable hash of the key modulo `partitions`."""
+        """Append to the outbox; each event goes to its topic's partition
+        `partition_for(key, partitions)`, with the next offset of that (topic, partition)."""
 
     @abc.abstractmethod
-    def read_events(self, partition: int, after: int, limit: int) -> list[LoggedEvent]:
-        """Events of one partition with offset > after, in order, at most `limit`."""
+    def read_events(self, topic: str, partition: int, after: int, limit: int) -> list[LoggedEvent]:
+        """Events of one topic partition with offset > after, in order, at most `limit`."""
 
     @abc.abstractmethod
-    def get_offset(self, group: str, partition: int) -> int:
-        """The consumer group's committed offset in the partition (0 before the first event)."""
+    def log_heads(self, topic: str) -> dict[int, int]:
+        """The last offset of each partition of `topic` that has events."""
 
     @abc.abstractmethod
-    def set_offset(self, group: str, partition: int, offset: int) -> None: ...
+    def get_offset(self, group: str, topic: str, partition: int) -> int:
+        """The group's committed offset in a topic partition (0 before the first event)."""
+
+    @abc.abstractmethod
+    def set_offset(self, group: str, topic: str, partition: int, offset: int) -> None: ...
+
+    # -- consumer groups: membership and partition claims (service/groups.py) --------------
+    @abc.abstractmethod
+    def lock_group(self, group: str) -> None:
+        """Serialise membership changes of `group` until commit or rollback."""
+
+    @abc.abstractmethod
+    def list_members(self, group: str) -> list[GroupMember]:
+        """The group's members, ordered by member id."""
+
+    @abc.abstractmethod
+    def put_member(self, member: GroupMember) -> None:
+        """Insert or replace the member."""
+
+    @abc.abstractmethod
+    def delete_members(self, group: str, members: Collection[str]) -> None: ...
+
+    @abc.abstractmethod
+    def list_claims(self, group: str) -> list[PartitionClaim]:
+        """The group's partition claims, ordered by partition."""
+
+    @abc.abstractmethod
+    def put_claims(self, claims: Sequence[PartitionClaim]) -> None:
+        """Insert or replace each claim."""
+
+    @abc.abstractmethod
+    def fence_claims(self, group: str, partitions: Collection[int]) -> dict[int, PartitionClaim]:
+        """The claims of `partitions` (missing ones absent), which no other unit of work may
+        change until this one ends: the read that fences a commit (see service/groups.py)."""
+
+    @abc.abstractmethod
+    def list_groups(self) -> list[str]:
+        """Every group that has members, claims or committed offsets, ordered."""
 
     # -- transaction ----------------------------------------------------------------------
     @abc.abstractmethod
@@ -156,6 +226,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+
+SCHEMA_VERSION = 2
+"""The SQL stores' table layout; a database of another version is refused, not migrated."""
+
+
+class SchemaMismatch(StoreUnavailable):
+    """The database was created by another version of the testbed; the message says which."""
 
 
 def partition_for(key: str, partitions: int) -> int:

@@ -19,6 +19,8 @@ from reference_impl.core.ledger import (
     TransferKind,
     TransferResult,
 )
+from reference_impl.service import groups
+from reference_impl.service.groups import Identity
 from reference_impl.service.ledger import (
     create_accounts,
     create_accounts_in,
@@ -63,8 +65,8 @@ def write_everything(uow: UnitOfWork) -> None:
     assert changes.results == [OK]
     uow.put_record("payment", TENANT, "p1", '{"status":"received"}')
     assert uow.insert_record_if_absent("idem", TENANT, "k1", '"first"') is None
-    uow.append_events([NewEvent("PaymentReceived", "p1", "{}")], 4, 2.0)
-    uow.set_offset("payments", 1, 7)
+    uow.append_events([NewEvent("payments", "PaymentReceived", "p1", "{}")], 4, 2.0)
+    uow.set_offset("payments", "payments", 1, 7)
 
 
 class StoreContract:
@@ -306,13 +308,13 @@ class StoreContract:
             assert uow.get_record("payment", TENANT, "p1") == '{"status":"received"}'
             assert uow.insert_record_if_absent("idem", TENANT, "k1", '"second"') == '"first"'
             assert uow.list_records("idem", TENANT) == [("k1", '"first"')]
-            [event] = uow.read_events(partition_for("p1", 4), 0, 10)
+            [event] = uow.read_events("payments", partition_for("p1", 4), 0, 10)
             assert (event.offset, event.type, event.key) == (1, "PaymentReceived", "p1")
-            assert uow.get_offset("payments", 1) == 7
+            assert uow.get_offset("payments", "payments", 1) == 7
             uow.commit()
         with store.unit_of_work() as uow:
             assert uow.journal_head(TENANT).seq == 1
-            assert uow.get_offset("payments", 1) == 7
+            assert uow.get_offset("payments", "payments", 1) == 7
 
     @pytest.mark.parametrize("how", ["rollback", "exit-without-commit", "exception"])
     def test_leaving_without_commit_discards_everything(self, store: Store, how: str) -> None:
@@ -336,8 +338,8 @@ class StoreContract:
             assert uow.journal_head(TENANT) == JournalHead()
             assert uow.get_record("payment", TENANT, "p1") is None
             assert uow.list_records("idem", TENANT) == []
-            assert uow.read_events(partition_for("p1", 4), 0, 10) == []
-            assert uow.get_offset("payments", 1) == 0
+            assert uow.read_events("payments", partition_for("p1", 4), 0, 10) == []
+            assert uow.get_offset("payments", "payments", 1) == 0
         # The store still works after a rollback, and numbering starts afresh.
         with store.unit_of_work() as uow:
             write_everything(uow)
@@ -391,39 +393,128 @@ class StoreContract:
         assert first[0] == ("k00", "v-k00")
 
     # -- event log ------------------------------------------------------------------------
-    def test_events_go_to_their_partition_in_order_with_gapless_offsets(self, store: Store) -> None:
+    def test_events_go_to_their_topic_partition_in_order_with_gapless_offsets(
+        self, store: Store
+    ) -> None:
         keys = [f"pay-{i}" for i in range(20)]
         with store.unit_of_work() as uow:
             uow.append_events(
-                [NewEvent("A", k, f'{{"n":{i}}}') for i, k in enumerate(keys)], 3, 5.5
+                [NewEvent("t1", "A", k, f'{{"n":{i}}}') for i, k in enumerate(keys)], 3, 5.5
             )
             uow.commit()
         with store.unit_of_work() as uow:
-            uow.append_events([NewEvent("B", k, "{}") for k in keys], 3, 6.5)
+            # interleaved topics in one append: each topic partition numbers its own offsets
+            events = [NewEvent(t, "B", k, "{}") for k in keys for t in ("t1", "t2")]
+            uow.append_events(events, 3, 6.5)
             uow.commit()
         with store.unit_of_work() as uow:
-            per_partition = {p: uow.read_events(p, 0, 1000) for p in range(3)}
-            paged = uow.read_events(0, 2, 3)
+            per_partition = {p: uow.read_events("t1", p, 0, 1000) for p in range(3)}
+            other = {p: uow.read_events("t2", p, 0, 1000) for p in range(3)}
+            paged = uow.read_events("t1", 0, 2, 3)
+            heads = (uow.log_heads("t1"), uow.log_heads("t2"), uow.log_heads("none"))
         for p, events in per_partition.items():
             mine = [k for k in keys if partition_for(k, 3) == p]
             assert [e.key for e in events] == mine + mine
             assert [e.offset for e in events] == list(range(1, 2 * len(mine) + 1))
-            assert {e.partition for e in events} == {p}
+            assert {(e.topic, e.partition) for e in events} == {("t1", p)}
             assert [e.type for e in events] == ["A"] * len(mine) + ["B"] * len(mine)
             assert [e.at for e in events] == [5.5] * len(mine) + [6.5] * len(mine)
+            assert [e.key for e in other[p]] == mine
+            assert [e.offset for e in other[p]] == list(range(1, len(mine) + 1))
         assert sum(len(v) for v in per_partition.values()) == 40
         assert paged == per_partition[0][2:5]
         first = per_partition[partition_for("pay-0", 3)][0]
         assert first.payload == '{"n":0}'
+        assert heads[0] == {p: len(v) for p, v in per_partition.items() if v}
+        assert heads[1] == {p: len(v) for p, v in other.items() if v}
+        assert heads[2] == {}
 
-    def test_consumer_offsets_default_to_zero_and_are_per_group(self, store: Store) -> None:
+    def test_consumer_offsets_default_to_zero_and_are_per_group_and_topic(
+        self, store: Store
+    ) -> None:
         with store.unit_of_work() as uow:
-            assert uow.get_offset("payments", 0) == 0
-            uow.set_offset("payments", 0, 3)
-            uow.set_offset("payments", 0, 4)
-            uow.set_offset("reporting", 0, 9)
+            assert uow.get_offset("payments", "t", 0) == 0
+            uow.set_offset("payments", "t", 0, 3)
+            uow.set_offset("payments", "t", 0, 4)
+            uow.set_offset("reporting", "t", 0, 9)
+            uow.set_offset("reporting", "u", 0, 2)
             uow.commit()
         with store.unit_of_work() as uow:
-            assert uow.get_offset("payments", 0) == 4
-            assert uow.get_offset("reporting", 0) == 9
-            assert uow.get_offset("payments", 1) == 0
+            assert uow.get_offset("payments", "t", 0) == 4
+            assert uow.get_offset("reporting", "t", 0) == 9
+            assert uow.get_offset("reporting", "u", 0) == 2
+            assert uow.get_offset("payments", "u", 0) == 0
+            assert uow.get_offset("payments", "t", 1) == 0
+            assert uow.list_groups() == ["payments", "reporting"]
+
+    # -- consumer groups: membership, claims, fencing -------------------------------------
+    def test_two_members_split_the_partitions_and_the_second_join_moves_half(
+        self, store: Store
+    ) -> None:
+        a, b = Identity("a", 11, "h1"), Identity("b", 12, "h2")
+        assert beat(store, a, 0.0) == dict.fromkeys(range(4), 1)
+        assert beat(store, b, 1.0) == {2: 2, 3: 2}
+        assert beat(store, a, 2.0) == {0: 1, 1: 1}
+        with store.unit_of_work() as uow:
+            members = uow.list_members("g")
+            claims = uow.list_claims("g")
+        assert [(m.member, m.pid, m.host, m.joined_at) for m in members] == [
+            ("a", 11, "h1", 0.0),
+            ("b", 12, "h2", 1.0),
+        ]
+        assert [(m.heartbeat_at, m.lease_expires) for m in members] == [(2.0, 12.0), (1.0, 11.0)]
+        assert [(c.partition, c.member, c.epoch) for c in claims] == [
+            (0, "a", 1),
+            (1, "a", 1),
+            (2, "b", 2),
+            (3, "b", 2),
+        ]
+
+    def test_an_expired_lease_moves_the_partitions_and_a_leave_moves_them_at_once(
+        self, store: Store
+    ) -> None:
+        a, b, c = Identity("a"), Identity("b"), Identity("c")
+        beat(store, a, 0.0)
+        beat(store, b, 0.0)
+        assert beat(store, b, 9.9) == {2: 2, 3: 2}  # a's lease (until 10.0) still holds
+        assert beat(store, b, 10.0) == {0: 2, 1: 2, 2: 2, 3: 2}
+        with store.unit_of_work() as uow:
+            assert [m.member for m in uow.list_members("g")] == ["b"]
+        beat(store, c, 11.0)
+        with store.unit_of_work() as uow:
+            groups.leave(uow, "g", 4, "b", 12.0)
+            uow.commit()
+        assert beat(store, c, 12.5) == dict.fromkeys(range(4), 3)
+
+    def test_a_zombie_commits_nothing_once_its_claim_moved(self, store: Store) -> None:
+        a, b = Identity("a"), Identity("b")
+        held = beat(store, a, 0.0)
+        beat(store, b, 11.0)  # a paused past its lease: everything moves to b
+        with store.unit_of_work() as uow:
+            uow.set_offset("g", "t", 0, 5)
+            with pytest.raises(groups.Fenced) as fenced:
+                groups.check_fence(uow, "g", "a", held)
+        assert fenced.value.partitions == [0, 1, 2, 3]
+        with store.unit_of_work() as uow:
+            assert uow.get_offset("g", "t", 0) == 0  # rolled back
+            groups.check_fence(uow, "g", "b", {0: 2, 1: 2})  # the new owner passes
+
+    def test_an_exclusive_group_gives_everything_to_its_oldest_member(self, store: Store) -> None:
+        a, b = Identity("z-old"), Identity("a-new")
+        assert beat(store, a, 0.0, exclusive=True) == dict.fromkeys(range(4), 1)
+        assert beat(store, b, 1.0, exclusive=True) == {}
+        assert beat(store, b, 10.5, exclusive=True) == dict.fromkeys(range(4), 2)
+        with store.unit_of_work() as uow:
+            assert groups.revoke_all(uow, "g") == 4
+            uow.commit()
+        with store.unit_of_work() as uow:
+            assert uow.list_members("g") == []
+            assert {(c.member, c.epoch) for c in uow.list_claims("g")} == {("", 3)}
+
+
+def beat(store: Store, me: Identity, now: float, exclusive: bool = False) -> dict[int, int]:
+    """One heartbeat of `me` in group "g" (4 partitions, 10 s leases), committed."""
+    with store.unit_of_work() as uow:
+        held = groups.heartbeat(uow, "g", 4, me, now, 10.0, exclusive)
+        uow.commit()
+    return held

@@ -264,7 +264,7 @@ def test_concurrent_appends_keep_offsets_gapless(
 
     def append(writer: int) -> None:
         for n in range(rounds):
-            events = [NewEvent("E", f"w{writer}-{n}-{j}", "{}") for j in range(3)]
+            events = [NewEvent("t", "E", f"w{writer}-{n}-{j}", "{}") for j in range(3)]
             with store.unit_of_work() as uow:
                 uow.append_events(events, partitions, float(n))
                 uow.commit()
@@ -272,7 +272,7 @@ def test_concurrent_appends_keep_offsets_gapless(
     with ThreadPoolExecutor(writers) as pool:
         list(pool.map(append, range(writers)))
     with store.unit_of_work() as uow:
-        logged = {p: uow.read_events(p, 0, 10_000) for p in range(partitions)}
+        logged = {p: uow.read_events("t", p, 0, 10_000) for p in range(partitions)}
     total = 0
     for p, events in logged.items():
         assert [e.offset for e in events] == list(range(1, len(events) + 1))
