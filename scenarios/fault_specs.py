@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from scenarios.units import Duration, Rate
 
@@ -132,19 +132,40 @@ class Failover(_Window):
 
 
 class LeaderFailover(_Window):
-    """Event-log partitions lose their leader: no fetches for `duration`; work fetched from
-    the old leader cannot commit and is fetched again."""
+    """No longer a fault kind: kept only to say what replaced it."""
 
     kind: Literal["leader-failover"]
-    partitions: list[int] | None = Field(default=None, min_length=1, description="none: all")
+    partitions: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _replaced(self) -> LeaderFailover:
+        raise ValueError(
+            "kind leader-failover was removed: the event log lives in the store, so its leader"
+            " is the ledger primary (use kind failover); for consumer-group churn use rebalance,"
+            " or pause or crash a consumer node"
+        )
+
+
+GROUPS = Literal["payments", "settlement", "reporting"]
 
 
 class Rebalance(_Window):
-    """A consumer-group rebalance: partitions revoked for `duration`, then reassigned; work
-    fetched but not committed is fetched again by the new owner."""
+    """A forced rebalance of a consumer group: every claim is revoked (its epoch bumped, so
+    work fetched but not committed is refused) and every member must rejoin, which it does at
+    its next heartbeat; the window's end does nothing more."""
 
     kind: Literal["rebalance"]
-    group: Literal["payments", "settlement"] | None = None
+    group: GROUPS | None = None
+
+
+class Poison(_Window):
+    """Handling an event fails for a `probability` share of a group's events (drawn once per
+    event) while the window lasts, as a malformed record or a handler bug would: the group
+    retries the event with backoff, then gives up on it (payments: compensation)."""
+
+    kind: Literal["poison"]
+    group: GROUPS = "payments"
+    probability: float = Field(default=0.05, gt=0, le=1)
 
 
 class PartnerChaos(_Window):
@@ -186,6 +207,7 @@ Fault = Annotated[
     | Failover
     | LeaderFailover
     | Rebalance
+    | Poison
     | PartnerChaos
     | ClockSkew,
     Field(discriminator="kind"),
@@ -240,10 +262,6 @@ def fault_problems(faults: Faults, topology: Topology, nodes: list[str]) -> list
             problems += _target_problems(f"{where}[{i}]", f, timed, zones, endpoints, partners)
             if isinstance(f, Failover) and topology.ledger.replicas == 0:
                 problems.append(f"{where}[{i}]: failover needs topology.ledger.replicas >= 1")
-            if isinstance(f, LeaderFailover) and f.partitions is not None:
-                known = range(topology.event_log.partitions)
-                if not set(f.partitions) <= set(known):
-                    problems.append(f"{where}[{i}].partitions: not in the event log's partitions")
     return problems
 
 

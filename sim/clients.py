@@ -23,7 +23,7 @@ from typing import Any
 
 import simpy
 
-from reference_impl.service.accept import PaymentRequest
+from reference_impl.service.accept import PaymentRequest, request_hash
 from scenarios.schema import Amount, Workload
 
 
@@ -163,7 +163,15 @@ class Clients:
         body = PaymentRequest(
             self.accounts[debtor], self.accounts[creditor], amount, self.workload.currency
         )
-        digest = f"{body.debtor_account}|{body.creditor_account}|{amount}|{body.currency}"
+        # What a client sends (docs/api.md), hashed as the API hashes it.
+        digest = request_hash(
+            {
+                "debtor_account": body.debtor_account,
+                "creditor_account": body.creditor_account,
+                "amount": amount,
+                "currency": body.currency,
+            }
+        )
         req = Request(f"k{len(self.requests) + 1}", tenant, body, digest, self.env.now)
         self.requests.append(req)
         self.open_requests += 1

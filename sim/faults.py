@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import simpy
 
+from reference_impl.service import groups as coordinator
 from scenarios.fault_specs import (
     CLIENTS,
     ClockSkew,
@@ -29,18 +30,18 @@ from scenarios.fault_specs import (
     Fault,
     Faults,
     Latency,
-    LeaderFailover,
     Loss,
     Partition,
     PartnerChaos,
     Pause,
+    Poison,
     Rebalance,
     Reorder,
     ZoneOutage,
 )
 from scenarios.schema import Scenario
 from scenarios.units import format_duration
-from sim.eventlog import ConsumerGroup
+from sim.consumers import SimGroup
 from sim.ledger import LedgerNode
 from sim.network import MessageFault, Network
 from sim.node import Node
@@ -67,7 +68,7 @@ class Plant(Protocol):
     network: Network
     ledger: LedgerNode
     nodes: list[Node]
-    groups: list[ConsumerGroup]
+    groups: list[SimGroup]
     settlement: SettlementWorker
 
 
@@ -168,10 +169,13 @@ class FaultInjector:
             return self._disk(f)
         if isinstance(f, Failover):
             return self._failover()
-        if isinstance(f, LeaderFailover | Rebalance):
-            return self._event_log(f)
+        if isinstance(f, Rebalance):
+            return self._rebalance(f)
+        if isinstance(f, Poison):
+            return self._poison(f)
         if isinstance(f, PartnerChaos):
             return self._partner(f)
+        assert isinstance(f, ClockSkew)  # leader-failover never validates
         return self._clock_skew(f)
 
     def _node_fault(self, f: Crash | Pause) -> tuple[str, str, Undo]:
@@ -233,26 +237,16 @@ class FaultInjector:
         target = "<->".join(f.between) if f.between else "clients<->gateways"
         return target, f"p={f.probability:g}", end
 
-    def _membership_changed(self) -> None:
-        for g in self.plant.groups:
-            g.membership_changed()
-
-    def _rebalance(self) -> None:
-        for g in self.plant.groups:
-            g.rebalance()
-
     def _partition(self, f: Partition) -> tuple[str, str, Undo]:
         if f.between is not None:
             a, b = f.between
         else:
             a, b = self.rng.sample([*self.zones, CLIENTS], 2)
         self.network.block(a, b, f.one_way)
-        self._membership_changed()
         before = self._stopped()
 
         def heal() -> str:
             self.network.unblock(a, b, f.one_way)
-            self._rebalance()
             return f"{self._stopped() - before} messages and store calls stopped"
 
         arrow = "->" if f.one_way else "<->"
@@ -277,7 +271,6 @@ class FaultInjector:
                 for a, b in clogged:
                     self.network.block(a, b, one_way=True)
                 state["rounds"] += 1
-                self._membership_changed()
                 yield self.env.timeout(f.period)
 
         self.env.process(swizzle())
@@ -287,7 +280,6 @@ class FaultInjector:
             for a, b in clogged:
                 self.network.unblock(a, b, one_way=True)
             clogged.clear()
-            self._rebalance()
             stopped = self._stopped() - before
             return f"{state['rounds']} rounds, {stopped} messages and store calls stopped"
 
@@ -295,15 +287,14 @@ class FaultInjector:
 
     def _disk(self, f: Disk) -> tuple[str, str, Undo]:
         ledger = self.plant.ledger
-        previous = ledger.disk_fail_probability
         ledger.disk_slow += f.slow
-        ledger.disk_fail_probability = max(previous, f.fail_probability)
+        ledger.disk_fail_probabilities.append(f.fail_probability)
         failed = ledger.disk_failures
 
         def heal() -> str:
             ledger.disk_slow -= f.slow
-            ledger.disk_fail_probability = previous
-            return f"{ledger.disk_failures - failed} commits failed"
+            ledger.disk_fail_probabilities.remove(f.fail_probability)
+            return f"{ledger.disk_failures - failed} fsyncs failed (ledger crash-recovered)"
 
         detail = f"+{format_duration(f.slow)} per commit, p(fail)={f.fail_probability:g}"
         return ledger.name, detail, heal
@@ -315,33 +306,38 @@ class FaultInjector:
 
         def promote() -> str:
             lost = ledger.promote()
-            return f"{lost} acknowledged commits lost, primary now in {ledger.zone}"
+            return f"{lost} commits the replica lacked were lost, primary now in {ledger.zone}"
 
         return ledger.name, f"{mode} replication", promote
 
-    def _event_log(self, f: LeaderFailover | Rebalance) -> tuple[str, str, Undo]:
+    def _rebalance(self, f: Rebalance) -> tuple[str, str, Undo]:
         groups = self.plant.groups
-        if isinstance(f, LeaderFailover):
-            parts = list(f.partitions) if f.partitions else list(range(groups[0].partitions))
-            # Redelivery comes after the window, so the row counts its cause: fetched work
-            # that can no longer commit.
-            fenced = sum(g.fetched_in_flight(parts) for g in groups)
-            for g in groups:
-                g.fail_leaders(parts)
-
-            def elected() -> str:
-                for g in groups:
-                    g.elected(parts)
-                return ""
-
-            detail = f"partitions {','.join(map(str, parts))}; {fenced} in-flight batches fenced"
-            return "event-log", detail, elected
         name: str = f.group or self.rng.choice(sorted(g.name for g in groups))
         group = next(g for g in groups if g.name == name)
-        fenced = group.fetched_in_flight(list(range(group.partitions)))
-        group.revoke()
-        detail = f"eager rebalance; {fenced} in-flight batches fenced"
-        return name, detail, lambda: _do(group.reassign)
+        store = self.plant.ledger.store
+        with store.unit_of_work() as uow:
+            revoked = coordinator.revoke_all(uow, name)
+            uow.commit()
+        fenced = group.stats("fenced")
+
+        def rejoined() -> str:
+            return f"{group.stats('fenced') - fenced} batches fenced"
+
+        return name, f"{revoked} claims revoked", rejoined
+
+    def _poison(self, f: Poison) -> tuple[str, str, Undo]:
+        group = next(g for g in self.plant.groups if g.name == f.group)
+        poison = group.poison(f.probability, self.rng)
+        failures = group.stats("failures")
+
+        def cure() -> str:
+            group.cure(poison)
+            return (
+                f"{len(poison.poisoned)} events poisoned, {group.stats('failures') - failures}"
+                " failed attempts"
+            )
+
+        return f.group, f"p={f.probability:g}", cure
 
     def _partner(self, f: PartnerChaos) -> tuple[str, str, Undo]:
         partner = self.partners[f.partner or self.rng.choice(sorted(self.partners))]

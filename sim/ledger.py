@@ -14,16 +14,24 @@ async replica had not received: acknowledged commits that are gone) and moves th
 the replica's zone.
 
 Faults around the store, modelled here because they are about time and reachability, not about
-what the store does: a slow disk adds to every commit; a failing disk refuses a commit with
-DiskError before it applies anything (the caller retries, as after a crash); a paused ledger
-holds commits until it resumes; a cut link to the caller makes the call time out, either before
-the commit (nothing happened) or after it (it happened, but the caller cannot know: that is the
-case idempotency keys exist for). Each fails the call with a NodeDown, so every caller's
-existing retry path handles it.
+what the store does, and modelled as the real stores behave:
+- a slow disk adds to every commit;
+- a failed fsync stops the database, as PostgreSQL's PANIC does: the ledger crashes (every
+  queued and in-flight commit fails) and crash-recovers after `DISK_RECOVERY`; whether the
+  commit whose fsync failed survived is drawn, and its caller cannot tell either way;
+- a sync primary cut off from its replica commits locally (durable, visible) and waits for the
+  replica's acknowledgement, which does not come: its caller times out not knowing the commit
+  happened (PostgreSQL's synchronous_commit), and the replica catches up once reachable;
+- a paused ledger holds commits until it resumes;
+- a cut link to the caller makes the call time out, either before the commit (nothing happened)
+  or after it (it happened, but the caller cannot know: that is the case idempotency keys exist
+  for).
+Each fails the call with a NodeDown, which callers treat as the store being unavailable.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Generator
 from typing import Any, Generic, TypeVar
 
@@ -46,8 +54,12 @@ class StoreTimeout(NodeDown):
     """No answer from the store within STORE_TIMEOUT: the commit may or may not have happened."""
 
 
+DISK_RECOVERY = 1.0
+"""Seconds the ledger takes to crash-recover after a failed fsync."""
+
+
 class DiskError(NodeDown):
-    """The store's disk failed the commit; nothing was applied and the caller may retry."""
+    """The commit's fsync failed: the store is crash-recovering; the commit may have survived."""
 
 
 def _fail(event: simpy.Event, exc: Exception) -> None:
@@ -80,14 +92,27 @@ class _Commit(Job, Generic[T]):
         yield ledger.env.timeout(self.service)
         if ledger.node.paused:
             yield ledger.node.running()
-        if ledger.disk_fail_probability and ledger.rng.random() < ledger.disk_fail_probability:
+        fail = ledger.disk_fail_probability
+        if fail and ledger.rng.random() < fail:
             ledger.disk_failures += 1
-            _fail(self.done, DiskError(f"{ledger.name}: disk error"))
+            ledger.fsync_failed(self)
             return
-        if ledger.spec.replication == "sync" and not ledger.replica_reachable():
-            # A sync primary cut off from its replica cannot acknowledge: refused, not applied.
-            ledger.late(self.done, self.called_at, StoreTimeout(f"{ledger.name}: no replica ack"))
-            return
+        store = ledger.store
+        if ledger.spec.replication == "sync":
+            if not ledger.replica_reachable():
+                store.replica_connected = False
+                try:
+                    self.fn()
+                except Exception as e:
+                    _fail(self.done, e)
+                    return
+                # Durable here, unacknowledged by the replica: the caller cannot know.
+                ledger.late(
+                    self.done, self.called_at, StoreTimeout(f"{ledger.name}: no replica ack")
+                )
+                return
+            if not store.replica_connected:
+                store.reconnect_replica()
         try:
             result = self.fn()
         except Exception as e:  # the caller decides: business refusals and bugs alike
@@ -128,7 +153,8 @@ class LedgerNode:
         self.on_failover: list[Callable[[], None]] = []
         # Disk faults (set by sim/faults.py) and what they did.
         self.disk_slow = 0.0
-        self.disk_fail_probability = 0.0
+        self.disk_fail_probabilities: list[float] = []
+        """One per open disk fault window; the worst applies (windows may overlap)."""
         self.disk_failures = 0
         self.timeouts = 0
         self.lost_in_failover = 0
@@ -160,8 +186,37 @@ class LedgerNode:
         timer = self.env.timeout(max(0.0, called_at + STORE_TIMEOUT - self.env.now))
         timer.callbacks.append(lambda _ev: _fail(done, exc))
 
+    @property
+    def disk_fail_probability(self) -> float:
+        return max(self.disk_fail_probabilities, default=0.0)
+
     def _crashed(self) -> None:
         self.store.crash()
+
+    def fsync_failed(self, failed: _Commit[Any]) -> None:
+        """A WAL flush failed: the database stops at once and recovers after a while.
+
+        The flush covered every commit in flight (group commit), so each of them, `failed`
+        included, may or may not have reached the disk, and no caller is told which.
+        """
+        in_flight = [failed] + [
+            job
+            for job in self.node.current_jobs()
+            if isinstance(job, _Commit) and job is not failed
+        ]
+        for job in in_flight:
+            if self.rng.random() < 0.5:  # it reached the disk before the failure
+                with contextlib.suppress(Exception):  # refused anyway: nothing to keep
+                    job.fn()
+        _fail(failed.done, DiskError(f"{self.name}: fsync failed, crash-recovering"))
+
+        def panic(_ev: simpy.Event) -> None:
+            if self.node.up:
+                self.node.crash()
+                back = self.env.timeout(DISK_RECOVERY)
+                back.callbacks.append(lambda _ev: self.node.restart())
+
+        self.env.timeout(0).callbacks.append(panic)
 
     # -- failover -------------------------------------------------------------------------
     def lose_primary(self) -> None:

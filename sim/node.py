@@ -154,6 +154,10 @@ class Node:
     def _start_workers(self) -> None:
         self._procs = [self.env.process(self._worker(i)) for i in range(self.workers)]
 
+    def current_jobs(self) -> list[Job]:
+        """The jobs in service now, in worker order."""
+        return [self._current[slot] for slot in sorted(self._current)]
+
     # -- failure --------------------------------------------------------------------------
     def crash(self) -> None:
         """Lose the queue and the work in service; every worker stops."""

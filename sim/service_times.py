@@ -54,13 +54,19 @@ Distribution = Exponential | LogNormal | Constant
 
 @dataclass(frozen=True, slots=True)
 class BatchCost:
-    """A batch costs a fixed part (fetch, transaction) plus a part per item."""
+    """A batch costs a fixed part (fetch, transaction) plus a part per item it works on, and a
+    small part per item it only skips (an event of a type the group does not handle)."""
 
     base: Distribution
     per_item: float
+    per_skipped: float = 0.0
 
-    def sample(self, rng: random.Random, items: int) -> float:
-        return self.base.sample(rng) + self.per_item * items
+    def sample(self, rng: random.Random, items: int, skipped: int = 0) -> float:
+        return self.base.sample(rng) + self.per_item * items + self.per_skipped * skipped
+
+
+SKIP = 5e-6
+"""Seconds to pass over one fetched event a group does not handle (a type check, no decode)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,19 +78,37 @@ class ServiceTimes:
     )
     """One transaction on the primary (fsync included), plus a little per written row."""
     payments_batch: BatchCost = field(
-        default_factory=lambda: BatchCost(LogNormal(0.001, 0.4), 2e-4)
+        default_factory=lambda: BatchCost(LogNormal(0.001, 0.4), 2e-4, SKIP)
     )
-    """A consumer batch: fetch, then screening and ledger work per event."""
+    """A payments batch: fetch, then screening and ledger work per handled event."""
     settlement_batch: BatchCost = field(
-        default_factory=lambda: BatchCost(LogNormal(0.002, 0.4), 5e-5)
+        default_factory=lambda: BatchCost(LogNormal(0.002, 0.4), 5e-5, SKIP)
     )
     """The settlement consumer: group posted payments into open batches."""
-    settlement_close: Distribution = LogNormal(0.02, 0.3)
-    """Netting, file generation and reconciliation at a cut-off."""
+    reporting_batch: BatchCost = field(
+        default_factory=lambda: BatchCost(LogNormal(0.001, 0.4), 3e-5, SKIP)
+    )
+    """The projector: fold each event into the read models."""
+    settlement_close: BatchCost = field(
+        default_factory=lambda: BatchCost(LogNormal(0.02, 0.3), 2e-5)
+    )
+    """A cut-off: netting and the partner file, per payment in the batches it closes."""
+    statement: BatchCost = field(default_factory=lambda: BatchCost(LogNormal(0.005, 0.3), 3e-5))
+    """Reconciling one partner statement, per statement line."""
     same_zone: Distribution = LogNormal(0.00025, 0.3)
     cross_zone: Distribution = LogNormal(0.001, 0.3)
     client: Distribution = LogNormal(0.005, 0.4)
     """Client to the gateway's load balancer: the public internet, one way."""
+
+    def work(self, stage: str) -> BatchCost:
+        """The cost of a consumer engine `Work` of `stage` (a group's name, or a task's stage)."""
+        return {
+            "payments": self.payments_batch,
+            "settlement": self.settlement_batch,
+            "reporting": self.reporting_batch,
+            "settlement-close": self.settlement_close,
+            "statement": self.statement,
+        }[stage]
 
 
 DEFAULTS = ServiceTimes()

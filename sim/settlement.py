@@ -1,53 +1,42 @@
-"""The settlement worker and the bank partners: the real settlement handlers on sim time.
+"""The settlement worker's node and the bank partners, on sim time.
 
-The worker is a consumer of the "settlement" group (posted payments join open batches), and at
-every cut-off it closes and sends each partner's batches (`close_batches`) and ingests the
-statements the partner has issued (`ingest_statement`). The partner is the
+The worker is a member of the exclusive "settlement" group on the shared consumer engine
+(reference_impl/service/members.py): it batches posted payments, and as its tasks it runs the
+cut-off (close, submit to the partner, mark sent) and ingests the partner's statement feed from
+the position it had reached, which the store keeps, so a crash of the worker or a ledger
+failover that lost ingestions re-ingests what is not reconciled. The partner is the
 BankPartnerSimulator with a "day" as long as the cut-off interval, so statements come back
-within a run. Statements stay on the partner's side until ingested: the worker's cursor is
-volatile, and after a crash (or a ledger failover that may have lost ingestions) it ingests from
-the first statement again, which is a no-op for those already reconciled.
+within a run; its book and feed are its own (a separate node's memory) and survive the worker.
 
 Faults: a partner's behaviour (late bookings, duplicate and missing lines, fees, reversals,
 statement delay) comes from the topology and can be replaced for a window, or the partner can
 be unreachable. The settlement node has its own clock, which a clock-skew fault moves: its
-cut-offs fire when its clock (not true time) reaches each cut-off, and it stamps batches with
-its clock; the bank keeps true time.
+cut-offs fire when its clock (not true time) reaches each multiple of the cut-off interval, and
+it stamps batches with its clock; the bank keeps true time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
 import simpy
 
-from reference_impl.adapters.bank_partner import BankPartnerSimulator, PartnerBehaviour
+from reference_impl.adapters.bank_partner import BankPartnerSimulator, MemoryBook, PartnerBehaviour
 from reference_impl.core.settlement import SettlementBatch, Statement
-from reference_impl.service.ports import LoggedEvent, UnitOfWork
-from reference_impl.service.settlement import (
-    SETTLEMENT_GROUP,
-    SettlementConfig,
-    close_batches,
-    handle_settlement_events,
-    ingest_statement,
-)
+from reference_impl.service.consumer import Member
+from reference_impl.service.groups import Identity
+from reference_impl.service.members import GroupSettings, settlement_member
+from reference_impl.service.ports import Clock
+from reference_impl.service.settlement import SettlementConfig
 from scenarios.fault_specs import PartnerChaos
 from scenarios.schema import BankPartner, Topology
-from sim.eventlog import ConsumerGroup
-from sim.ledger import LedgerNode
-from sim.network import Network
-from sim.node import Job, JobRun, Node, NodeDown
-from sim.rng import Streams
-from sim.service_times import ServiceTimes
+from sim.consumers import SimClock
+from sim.node import Node
 
-Settled = Callable[[list[str]], None]
-
-FETCH_LINGER = 0.5
-"""Seconds between a settlement consumer's fetches from one partition: settlement runs at
-cut-offs seconds apart, so it takes few large batches rather than many small ones."""
+STATEMENT_POLL = 1.0
+"""Seconds between the worker's reads of the partners' statement feeds (as in real processes)."""
 
 
 def behaviour(spec: BankPartner | PartnerChaos) -> PartnerBehaviour:
@@ -65,7 +54,8 @@ def behaviour(spec: BankPartner | PartnerChaos) -> PartnerBehaviour:
 
 class Partner:
     """A bank partner as a fault target: a crash is an outage until the restart, and chaos
-    windows replace its behaviour until they end (the latest open window wins)."""
+    windows replace its behaviour until they end (the latest open window wins). It books on
+    true time, whatever the settlement node's clock says."""
 
     def __init__(self, sim: BankPartnerSimulator, env: simpy.Environment) -> None:
         self.sim = sim
@@ -73,23 +63,23 @@ class Partner:
         self.base = sim.behaviour
         self.windows: list[PartnerBehaviour] = []
         self.outages = 0
-        self.issued: list[Statement] = []
 
     @property
     def name(self) -> str:
         return self.sim.name
 
+    @property
+    def issued(self) -> list[Statement]:
+        """Every statement of the feed (for the run record)."""
+        return self.sim.book.feed(0)
+
     def submit(self, batch: SettlementBatch, now: float) -> None:
-        # The bank books on its own clock, whatever the settlement node's clock says.
         del now
         self.sim.submit(batch, self.env.now)
 
-    def statements(self, now: float) -> list[Statement]:
+    def statements_after(self, position: int, now: float) -> list[Statement]:
         del now
-        return self.sim.statements(self.env.now)
-
-    def collect(self, now: float) -> None:
-        self.issued.extend(self.sim.statements(now))
+        return self.sim.statements_after(position, self.env.now)
 
     def _refresh(self) -> None:
         current = self.windows[-1] if self.windows else self.base
@@ -114,32 +104,28 @@ class Partner:
 
 
 class SettlementWorker:
+    """The settlement node, its skewable clock, its partners, and how to build its member."""
+
     def __init__(
         self,
         env: simpy.Environment,
         topology: Topology,
-        ledger: LedgerNode,
-        network: Network,
-        times: ServiceTimes,
-        streams: Streams,
-        settled: Settled,
+        streams: Callable[[str], Any],
+        settings: GroupSettings,
     ) -> None:
         self.env = env
-        self.ledger = ledger
-        self.network = network
-        self.times = times
-        self.rng = streams.get("settlement")
-        self.settled = settled
         self.cutoff = topology.settlement.cutoff
-        zones = topology.zones
-        self.node = Node(env, "settlement", "settlement", zones[-1], 1)
-        self.skew = 0.0
-        """How far the node's clock is ahead of true time (negative: behind)."""
-        self._clock_moved = env.event()
+        self.node = Node(env, "settlement", "settlement", topology.zones[-1], 1)
+        self.clock = SimClock(env)
+        self.on_clock_change: list[Callable[[], None]] = []
         self.partners = [
             Partner(
                 BankPartnerSimulator(
-                    b.name, behaviour(b), streams.get(f"partner/{b.name}"), day_length=self.cutoff
+                    b.name,
+                    behaviour(b),
+                    streams(f"partner/{b.name}"),
+                    day_length=self.cutoff,
+                    book=MemoryBook(),
                 ),
                 env,
             )
@@ -149,84 +135,29 @@ class SettlementWorker:
             partners=tuple(p.name for p in self.partners),
             partitions=topology.event_log.partitions,
         )
-        self.ingested = dict.fromkeys((p.name for p in self.partners), 0)
-        self.node.on_crash.append(self._forget)
-        ledger.on_failover.append(self._forget)
-        self.group = ConsumerGroup(
-            env,
-            SETTLEMENT_GROUP,
-            topology.event_log.partitions,
-            [self.node],
-            ledger,
-            network,
-            self._handle,
-            times.settlement_batch,
-            1024,
-            topology.payments.session_timeout,
-            streams.get("settlement/consumer"),
-            linger=FETCH_LINGER,
-        )
+        self.settings = replace(settings, batch_size=1024)
 
     def adjust_clock(self, delta: float) -> None:
         """Move the node's clock by `delta` seconds; a pending cut-off wait is recomputed."""
-        self.skew += delta
-        moved, self._clock_moved = self._clock_moved, self.env.event()
-        moved.succeed()
+        self.clock.skew += delta
+        for hook in self.on_clock_change:
+            hook()
 
     @property
     def now(self) -> float:
         """The settlement node's clock."""
-        return self.env.now + self.skew
+        return self.clock.now()
 
-    def _handle(self, uow: UnitOfWork, events: Sequence[LoggedEvent], now: float) -> None:
-        handle_settlement_events(uow, events, now + self.skew, self.config)
-
-    def _forget(self) -> None:
-        self.ingested = dict.fromkeys(self.ingested, 0)
-
-    def cutoffs(self) -> Generator[simpy.Event, Any, None]:
-        """A cut-off whenever the node's clock reaches a multiple of `cutoff` (a SimPy process
-        body). The wait is recomputed after each wake, because the skew may have changed."""
-        k = 1
-        while True:
-            wait = k * self.cutoff - self.now
-            if wait > 1e-9:  # not 0: rounding must not turn into an endless run of tiny waits
-                yield self.env.timeout(wait) | self._clock_moved
-                continue
-            self.node.submit(_Cutoff(self))
-            k += 1
-
-    def close(self, partner: Partner) -> None:
-        with self.ledger.store.unit_of_work() as uow:
-            close_batches(uow, self.now, partner, self.config)
-            uow.commit()
-
-    def ingest(self, partner: Partner, statement: Statement) -> None:
-        with self.ledger.store.unit_of_work() as uow:
-            result = ingest_statement(uow, statement, self.now, self.config)
-            uow.commit()
-        if not result.replayed:
-            self.settled([s.payment_id for s in result.settled])
-
-
-class _Cutoff(Job):
-    __slots__ = ("worker",)
-
-    def __init__(self, worker: SettlementWorker) -> None:
-        super().__init__()
-        self.worker = worker
-
-    def run(self) -> JobRun:
-        w = self.worker
-        env = w.env
-        yield env.timeout(w.times.settlement_close.sample(w.rng))
-        try:
-            for partner in w.partners:
-                yield w.ledger.call(partial(w.close, partner), origin=w.node)
-                partner.collect(env.now)
-                while w.ingested[partner.name] < len(partner.issued):
-                    statement = partner.issued[w.ingested[partner.name]]
-                    yield w.ledger.call(partial(w.ingest, partner, statement), origin=w.node)
-                    w.ingested[partner.name] += 1
-        except NodeDown:
-            return  # the next cut-off sends what this one could not
+    def member(
+        self, identity: Identity, clock: Clock, on_commit: Callable[[Sequence[Any]], None]
+    ) -> Member:
+        return settlement_member(
+            identity,
+            clock,
+            self.settings,
+            self.config,
+            self.partners,
+            self.cutoff,
+            STATEMENT_POLL,
+            on_commit,
+        )

@@ -49,9 +49,9 @@ def swarm_faults(scenario: Scenario, rng: random.Random) -> list[Fault]:
         window("crash", (1, 4), (0.1, 1.5)),
         window("pause", (1, 4), (0.1, 1.5)),
         window("disk", (1, 3), (0.2, 2))
-        | {"slow": span(0, 0.02), "fail_probability": span(0, 0.5)},
-        window("leader-failover", (1, 3), (0.05, 1)),
-        window("rebalance", (1, 3), (0.05, 0.5)),
+        | {"slow": span(0, 0.02), "fail_probability": span(0, 0.2)},
+        window("rebalance", (2, 6), (0.05, 0.5)),
+        window("poison", (2, 4), (1, 4)) | {"probability": span(0.05, 0.5)},
         window("partner", (1, 3), (1, 5))
         | {
             "outage": rng.random() < 0.3,

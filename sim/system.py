@@ -1,41 +1,50 @@
 """The sim's composition root: one scenario and one seed in, a wired system of nodes out.
 
-Builds the ledger, gateway replicas, payments consumers, settlement worker and bank partners,
-clients and faults on one SimPy environment, opens and funds the accounts, and keeps the one
-piece of bookkeeping the run loop needs: which payments are not terminal yet (so the drain knows
-when to stop). Everything random draws from a stream of the one seed.
+Builds the ledger, gateway replicas, the consumer groups the real runtime runs (payments,
+settlement with its bank partners, reporting) on the shared consumer engine, clients and faults
+on one SimPy environment, opens and funds the accounts, and keeps the one piece of bookkeeping
+the run loop needs: which payments are not terminal yet (so the drain knows when to stop).
+Everything random draws from a stream of the one seed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import simpy
 
 from reference_impl.bugs import enabled
 from reference_impl.core.events import (
+    PAYMENTS_TOPIC,
+    TOPIC_OF,
     PaymentEvent,
     PaymentFailed,
     PaymentRejected,
-    decode,
+    PaymentSettled,
     event_key,
 )
 from reference_impl.core.ledger import Account, Transfer
+from reference_impl.core.payments import TERMINAL
 from reference_impl.core.screening import ScreeningRules
 from reference_impl.service.accept import Acceptance
+from reference_impl.service.consumer import Member
+from reference_impl.service.groups import Identity
 from reference_impl.service.ledger import create_accounts, submit_transfers
+from reference_impl.service.members import GroupSettings, payments_member, reporting_member
 from reference_impl.service.payments import (
     PAYMENTS_GROUP,
+    PAYMENTS_TOPICS,
     PaymentsConfig,
-    commit_offset,
-    fail_payment,
-    handle_payment_events,
+    get_payment,
 )
-from reference_impl.service.ports import LoggedEvent, UnitOfWork, partition_for
+from reference_impl.service.ports import Clock, partition_for
+from reference_impl.service.projector import REPORTING_GROUP, REPORTING_TOPICS
+from reference_impl.service.settlement import SETTLEMENT_GROUP, SETTLEMENT_TOPICS
 from scenarios.schema import Scenario
 from sim import zoo
 from sim.clients import Clients, account_ids, tenant_ids
-from sim.eventlog import ConsumerGroup
+from sim.consumers import SimGroup
 from sim.faults import FaultInjector
 from sim.gateway import Gateway
 from sim.ledger import LedgerNode
@@ -47,6 +56,7 @@ from sim.settlement import SettlementWorker
 
 FUNDING_ACCOUNT = "funding"
 """Each tenant's overdraft account that funds the initial balances (no payment behind it)."""
+REPORTING_BATCH = 256
 
 
 class System:
@@ -65,6 +75,8 @@ class System:
         ledger_spec = zoo.ledger_spec(topo.ledger, self.bugs)
         self.ledger = LedgerNode(env, ledger_spec, zones, self.network, times, streams)
         zoo.fit_store(self.ledger, self.bugs)
+        self.open_payments: dict[str, str] = {}
+        """Accepted payments not known to be terminal: id -> tenant."""
 
         def zone(i: int) -> str:
             return zones[i % len(zones)]
@@ -77,26 +89,33 @@ class System:
             Node(env, f"payments-{i + 1}", "payments", zone(i), 1)
             for i in range(topo.payments.workers)
         ]
-        self._emitted: list[PaymentEvent] = []
-        self.payments = ConsumerGroup(
-            env,
-            PAYMENTS_GROUP,
-            self.partitions,
-            self.consumers,
-            self.ledger,
-            self.network,
-            self._handle_payments,
-            times.payments_batch,
-            topo.payments.batch,
-            topo.payments.session_timeout,
-            streams.get("payments/consumer"),
+        self.settings = GroupSettings(
+            self.partitions, topo.payments.batch, topo.payments.session_timeout
         )
-        self.payments.give_up = self._give_up
-        self.payments.on_commit.append(self._publish)
-        self.settlement = SettlementWorker(
-            env, topo, self.ledger, self.network, times, streams, self._settled
+
+        def group(name: str, topics: Sequence[str], nodes: Sequence[Node], build: Any) -> SimGroup:
+            return SimGroup(
+                env,
+                name,
+                topics,
+                nodes,
+                self.ledger,
+                self.network,
+                times,
+                streams.get,
+                build,
+                clock=self.settlement.clock if name == SETTLEMENT_GROUP else None,
+            )
+
+        self.settlement = SettlementWorker(env, topo, streams.get, self.settings)
+        self.projector = Node(env, "projector", "projector", zones[-1], 1)
+        self.payments = group(PAYMENTS_GROUP, PAYMENTS_TOPICS, self.consumers, self._payments)
+        self.settlement_group = group(
+            SETTLEMENT_GROUP, SETTLEMENT_TOPICS, [self.settlement.node], self._settlement
         )
-        self.groups = [self.payments, self.settlement.group]
+        self.reporting = group(REPORTING_GROUP, REPORTING_TOPICS, [self.projector], self._reporting)
+        self.groups = [self.payments, self.settlement_group, self.reporting]
+        self.settlement.on_clock_change.append(self.settlement_group.wake_all)
         self.gateway = Gateway(
             self.gateways,
             self.ledger,
@@ -114,16 +133,33 @@ class System:
             self.gateway.route,
         )
         self.gateway.clients = self.clients
-        self.open_payments: set[str] = set()
         self.nodes: list[Node] = [
             *self.gateways,
             *self.consumers,
             self.ledger.node,
             self.settlement.node,
+            self.projector,
         ]
         self.faults = FaultInjector(self)
-        zoo.install(self)
         self._open_accounts()
+
+    # -- the members, as the real runtime builds them (reference_impl/service/members.py) ----
+    def _payments(self, identity: Identity, clock: Clock) -> Member:
+        return payments_member(
+            identity, clock, self.settings, self.config, self.screening, self._committed
+        )
+
+    def _settlement(self, identity: Identity, clock: Clock) -> Member:
+        return self.settlement.member(identity, clock, self._committed)
+
+    def _reporting(self, identity: Identity, clock: Clock) -> Member:
+        settings = self.settings
+        return reporting_member(
+            identity,
+            clock,
+            GroupSettings(settings.partitions, REPORTING_BATCH, settings.session_timeout),
+            self._committed,
+        )
 
     # -- set-up ---------------------------------------------------------------------------
     def _open_accounts(self) -> None:
@@ -144,55 +180,31 @@ class System:
 
     # -- the flow between handlers --------------------------------------------------------
     def _accepted(self, acceptance: Acceptance, key: str) -> None:
-        self.open_payments.add(str(acceptance.body["id"]))
-        partition = partition_for(key, self.partitions)
-        for group in self.groups:
-            group.notify(partition)
+        tenant = key.split("/", 1)[0]
+        self.open_payments[str(acceptance.body["id"])] = tenant
+        self._appended(PAYMENTS_TOPIC, partition_for(key, self.partitions))
 
-    def _handle_payments(self, uow: UnitOfWork, events: Sequence[LoggedEvent], now: float) -> None:
-        self._emitted += handle_payment_events(uow, events, self.screening, now, self.config)
-
-    def _give_up(self, uow: UnitOfWork, event: LoggedEvent, reason: str, now: float) -> None:
-        """The runtime's compensation (runtime/workers.py): fail the payment, move past it."""
-        self.compensate(uow, event, reason, now)
-        commit_offset(uow, [event])
-
-    def compensate(self, uow: UnitOfWork, event: LoggedEvent, reason: str, now: float) -> None:
-        """`fail_payment` for the payment `event` is about (a no-op once it is terminal)."""
-        e = decode(event.type, event.payload)
-        failed = fail_payment(uow, e.tenant, e.payment_id, reason, now, self.config)
-        if failed is not None:
-            self._emitted.append(
-                PaymentFailed(failed.id, failed.tenant, failed.debtor_account, now, reason)
-            )
-
-    def _publish(self) -> None:
-        """After a payments commit: wake the consumers of what it appended, close refusals."""
-        emitted, self._emitted = self._emitted, []
-        touched: set[int] = set()
+    def _committed(self, emitted: Sequence[PaymentEvent]) -> None:
+        """After a commit that appended events: wake their consumers, close terminal ones."""
+        touched: set[tuple[str, int]] = set()
         for event in emitted:
-            touched.add(partition_for(event_key(event), self.partitions))
-            if isinstance(event, PaymentRejected | PaymentFailed):
-                self.open_payments.discard(event.payment_id)
-        for partition in sorted(touched):
-            for group in self.groups:
-                group.notify(partition)
+            touched.add(
+                (TOPIC_OF[type(event).__name__], partition_for(event_key(event), self.partitions))
+            )
+            if isinstance(event, PaymentRejected | PaymentFailed | PaymentSettled):
+                self.open_payments.pop(event.payment_id, None)
+        for topic, partition in sorted(touched):
+            self._appended(topic, partition)
 
-    def _settled(self, payment_ids: list[str]) -> None:
-        for pid in payment_ids:
-            self.open_payments.discard(pid)
-        # PaymentSettled events went to the outbox: nobody in the sim consumes them yet, but
-        # the consumers must still move past them.
-        for partition in range(self.partitions):
-            for group in self.groups:
-                group.notify(partition)
+    def _appended(self, topic: str, partition: int) -> None:
+        for group in self.groups:
+            group.appended(topic, partition)
 
     # -- processes ------------------------------------------------------------------------
     def start(self, duration: float, sample_interval: float, samples: list[NodeSample]) -> None:
         env = self.env
         env.process(self.clients.arrivals(duration))
         env.process(self.clients.timeout_watcher())
-        env.process(self.settlement.cutoffs())
         zoo.start(self)
         if self.scenario.topology.ledger.replicas and self.ledger.spec.replication == "async":
             env.process(self.ledger.replicator())
@@ -202,4 +214,16 @@ class System:
 
     @property
     def settled_everything(self) -> bool:
-        return not self.open_payments and self.clients.open_requests == 0
+        """Every request answered or given up, and every accepted payment terminal."""
+        if self.clients.open_requests:
+            return False
+        if self.open_payments:
+            # A commit whose answer was lost (or that survived a failed fsync) told nobody
+            # what it emitted, so the store, not the notifications, says what is still open.
+            with self.ledger.store.unit_of_work() as uow:
+                self.open_payments = {
+                    pid: tenant
+                    for pid, tenant in self.open_payments.items()
+                    if (p := get_payment(uow, tenant, pid)) is None or p.status not in TERMINAL
+                }
+        return not self.open_payments

@@ -53,7 +53,7 @@ def _simulate_and_audit(
 
 def judge_seed(job: CampaignJob, seed: int) -> SeedOutcome:
     """One seed of a campaign (runs in a worker process); only a failure touches the disk."""
-    from reports.audit import SAFETY_KINDS
+    from reports.audit import KINDS
     from testbed.summary import metrics
 
     start = time.perf_counter()
@@ -64,7 +64,9 @@ def judge_seed(job: CampaignJob, seed: int) -> SeedOutcome:
         wall = time.perf_counter() - start
         return SeedOutcome(seed, False, {"error": 1}, crash, 0, None, None, None, wall)
     counts = {k: v for k, v in audited.counts.items() if v}
-    ok = not any(counts.get(k) for k in SAFETY_KINDS)
+    # Liveness too: a campaign's drain outlasts every fault, so a payment still not terminal
+    # after it is an effect lost for good (e.g. an offset committed before its effect).
+    ok = not any(counts.get(k) for k in KINDS)
     m = metrics(tables, job.scenario.duration, audited.counts)
     run_dir = None
     if not ok and job.fail_dir is not None:

@@ -75,6 +75,14 @@ def serve(
         int | None,
         typer.Option(min=1, help="Run N gateway processes and worker processes (supervised)."),
     ] = None,
+    session_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.5,
+            max=3600,
+            help="Seconds a consumer may go without a heartbeat before its partitions move.",
+        ),
+    ] = 10.0,
 ) -> None:
     """Start the gateway and the workers (payments, settlement, reporting)."""
     from reference_impl.runtime import Runtime, RuntimeConfig
@@ -96,7 +104,13 @@ def serve(
         _check_redis(redis)
     sqlite = store.startswith("sqlite:")
     # Worker processes on SQLite get no cross-process wake-up signal, so they poll more often.
-    config = RuntimeConfig(store, keys, redis, idle_wait=0.05 if sqlite and workers else 0.25)
+    config = RuntimeConfig(
+        store,
+        keys,
+        redis,
+        idle_wait=0.05 if sqlite and workers else 0.25,
+        session_timeout=session_timeout,
+    )
     try:
         runtime = Runtime.open(config)
     except (InvalidStoreURL, StoreError) as e:

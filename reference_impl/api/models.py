@@ -9,7 +9,6 @@ models back into the OpenAPI schema, so docs and schemathesis still see them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Annotated, Any, TypeVar
 
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from reference_impl.api.problems import Problem, describe_validation_errors, invalid
 from reference_impl.core.ledger import MAX_ID_LENGTH
 from reference_impl.core.money import MAX_AMOUNT
+from reference_impl.service.accept import request_hash
 
 MAX_BODY_BYTES = 64 * 1024
 """Larger bodies get 413: metadata is meant for a few labels, not documents."""
@@ -72,10 +72,7 @@ def parse_body(raw: bytes, model: type[Model]) -> tuple[Model, str]:
         parsed = model.model_validate_json(raw)
     except ValidationError as e:
         raise invalid(describe_validation_errors(e.errors())) from None
-    canonical = json.dumps(
-        json.loads(raw), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
-    return parsed, hashlib.sha256(canonical.encode()).hexdigest()
+    return parsed, request_hash(json.loads(raw))
 
 
 def openapi_body(model: type[BaseModel]) -> dict[str, Any]:

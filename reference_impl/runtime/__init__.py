@@ -21,14 +21,12 @@ from prometheus_client import CollectorRegistry
 
 from reference_impl.adapters import open_store
 from reference_impl.adapters.rate_limit import RateLimiter, RedisTokenBucket, TokenBucket
+from reference_impl.bugs import enabled
+from reference_impl.runtime.consumer import ConsumerLoop
 from reference_impl.runtime.metrics import WorkerCollector
 from reference_impl.runtime.wakeup import PgSignal, Wakeup, channel_for
-from reference_impl.runtime.workers import (
-    WorkerConfig,
-    WorkerLoop,
-    payments_consumer,
-    reporting_consumer,
-)
+from reference_impl.runtime.workers import GROUPS, build_member
+from reference_impl.service.members import GroupSettings
 from reference_impl.service.payments import PaymentsConfig
 from reference_impl.service.ports import Store
 
@@ -36,8 +34,6 @@ if TYPE_CHECKING:  # the gateway's deps import fastapi; a worker process never n
     from reference_impl.api.deps import GatewayDeps
 
 log = logging.getLogger(__name__)
-
-GROUPS = ("payments", "settlement", "reporting")
 
 
 class WallClock:
@@ -59,17 +55,26 @@ class RuntimeConfig:
     rate_limit: float = 10_000.0
     """Requests per second per tenant (burst the same); generous, so it guards, not throttles."""
     idle_wait: float = 0.25
+    """Seconds an idle consumer waits before fetching again when no wake-up came (across
+    processes on SQLite nothing signals a commit)."""
+    batch_size: int = 100
+    session_timeout: float = 10.0
+    """A consumer that has not heartbeat for this long loses its partitions to the others."""
     settlement_cutoff: float = 10.0
     """Seconds between settlement cut-offs (close, net and send the open batches)."""
     partner_day: float = 60.0
     """The simulated bank partner's day in seconds: a statement per currency per day."""
+    bugs: tuple[str, ...] = ()
+    """Bug-zoo variants (the load runtime's `--bug`); empty in any real deployment."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> RuntimeConfig:
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        data["bugs"] = tuple(data.get("bugs", ()))
+        return cls(**data)
 
     @property
     def tenants(self) -> list[str]:
@@ -85,7 +90,7 @@ class Runtime:
     registry: CollectorRegistry = field(
         default_factory=lambda: CollectorRegistry(auto_describe=True)
     )
-    loops: list[WorkerLoop] = field(default_factory=list)
+    loops: list[ConsumerLoop] = field(default_factory=list)
     _signal: PgSignal | None = None
 
     @classmethod
@@ -104,11 +109,13 @@ class Runtime:
         return runtime
 
     @property
-    def worker_config(self) -> WorkerConfig:
-        return WorkerConfig(
-            payments=PaymentsConfig(partitions=self.config.partitions),
-            idle_wait=self.config.idle_wait,
-        )
+    def payments_config(self) -> PaymentsConfig:
+        return PaymentsConfig(partitions=self.config.partitions, bugs=enabled(self.config.bugs))
+
+    @property
+    def group_settings(self) -> GroupSettings:
+        c = self.config
+        return GroupSettings(c.partitions, c.batch_size, c.session_timeout, c.idle_wait)
 
     def rate_limiter(self) -> RateLimiter:
         rate = self.config.rate_limit
@@ -125,42 +132,30 @@ class Runtime:
             clock=self.clock,
             new_id=new_id,
             rate_limiter=self.rate_limiter(),
-            payments=self.worker_config.payments,
+            payments=self.payments_config,
             notify=self.wakeup.notify,
             registry=self.registry,
         )
 
-    def start_workers(
-        self, groups: Sequence[str] = GROUPS, shard: int = 0, shards: int = 1
-    ) -> None:
-        """Start one loop per group; payments partitions p with p % shards == shard."""
-        cfg = self.worker_config
-        emit = self._on_emit
+    def start_workers(self, groups: Sequence[str] = GROUPS) -> None:
+        """Start one member of each group, each on a thread of its own."""
+        c = self.config
         for group in groups:
-            if group == "payments":
-                parts = [p for p in range(self.config.partitions) if p % shards == shard]
-                consumers = [payments_consumer(self.store, self.clock, cfg, parts, emit)]
-                loop = WorkerLoop("payments", consumers, self.wakeup, self.clock, cfg.idle_wait)
-            elif group == "reporting":
-                consumers = [reporting_consumer(self.store, self.clock, cfg)]
-                loop = WorkerLoop("reporting", consumers, self.wakeup, self.clock, cfg.idle_wait)
-            elif group == "settlement":
-                from reference_impl.runtime.settlement import settlement_loop
-
-                loop = settlement_loop(
-                    self.store,
-                    self.clock,
-                    cfg,
-                    self.wakeup,
-                    self.config.settlement_cutoff,
-                    self.config.partner_day,
-                )
-            else:
-                raise ValueError(f"group: unknown consumer group {group!r} (one of {GROUPS})")
+            member = build_member(
+                group,
+                self.store,
+                self.clock,
+                self.group_settings,
+                self.payments_config,
+                c.settlement_cutoff,
+                c.partner_day,
+                self._on_commit,
+            )
+            loop = ConsumerLoop(group, self.store, [member], self.wakeup, self.clock)
             self.loops.append(loop)
             loop.start()
 
-    def _on_emit(self, n: int) -> None:
+    def _on_commit(self, emitted: Sequence[object]) -> None:
         self.wakeup.notify()
 
     def stop_workers(self, timeout: float = 30.0) -> bool:

@@ -15,15 +15,14 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from reference_impl.service.members import GROUP_TOPICS
 from reference_impl.service.ports import Store
-from reference_impl.service.projector import projection_lag, read_models
+from reference_impl.service.projector import group_lag, read_models
 
 if TYPE_CHECKING:
-    from reference_impl.runtime.workers import WorkerLoop
+    from reference_impl.runtime.consumer import ConsumerLoop
 
 log = logging.getLogger(__name__)
-
-LAG_GROUPS = ("payments", "settlement", "reporting")
 
 
 class WorkerCollector(Collector):
@@ -32,7 +31,7 @@ class WorkerCollector(Collector):
         store: Store,
         partitions: int,
         tenants: Sequence[str],
-        loops: Sequence[WorkerLoop],
+        loops: Sequence[ConsumerLoop],
     ) -> None:
         self._store = store
         self._partitions = partitions
@@ -53,8 +52,8 @@ class WorkerCollector(Collector):
         )
         try:
             with self._store.unit_of_work() as uow:
-                for group in LAG_GROUPS:
-                    lag.add_metric([group], projection_lag(uow, group, self._partitions))
+                for group, topics in GROUP_TOPICS.items():
+                    lag.add_metric([group], group_lag(uow, group, topics, self._partitions))
                 for tenant in self._tenants:
                     for status, n in sorted(read_models(uow, tenant).statuses.items()):
                         statuses.add_metric([tenant, status], n)
@@ -81,10 +80,10 @@ class WorkerCollector(Collector):
             labels=["group"],
         )
         for loop in self._loops:
-            for c in loop.consumers:
-                events.add_metric([c.group], c.stats.events)
-                failures.add_metric([c.group], c.stats.failures)
-                compensated.add_metric([c.group], c.stats.compensated)
+            for m in loop.members:
+                events.add_metric([m.spec.name], m.stats.events)
+                failures.add_metric([m.spec.name], m.stats.failures)
+                compensated.add_metric([m.spec.name], m.stats.compensated)
         yield events
         yield failures
         yield compensated

@@ -2,9 +2,10 @@
 
 `testbed serve --workers N` starts N uvicorn gateway processes (uvicorn's own multiprocess
 manager, app built by `gateway_app` from the config in the environment) plus worker processes:
-N payments workers, each owning the partitions p with p % N == its shard, one settlement worker
-and one projector (reporting). Every child gets the same `RuntimeConfig` as JSON in
-`TESTBED_RUNTIME`, so they agree on store, tenants and partitions.
+N payments workers, members of the "payments" consumer group that share its partitions by claims
+in the store (service/groups.py), one settlement worker and one projector (reporting). Every
+child gets the same `RuntimeConfig` as JSON in `TESTBED_RUNTIME`, so they agree on store,
+tenants and partitions, and names itself in its process title (`testbed: payments worker 1`).
 
 The supervisor restarts a worker process that dies (a crash loses nothing: the replacement
 resumes from the committed offsets) and stops everything in order on SIGTERM/SIGINT: first the
@@ -15,6 +16,7 @@ current batch).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import subprocess
@@ -40,17 +42,26 @@ def gateway_app() -> FastAPI:
     """The uvicorn factory for gateway processes (`--factory`)."""
     from reference_impl.api import create_app
 
+    set_title("gateway")
     runtime = Runtime.open(RuntimeConfig.from_json(os.environ[ENV]))
     return create_app(runtime.gateway_deps())
+
+
+def set_title(role: str) -> None:
+    """Name this process's role in ps and top: `testbed: payments worker 1`."""
+    import setproctitle
+
+    setproctitle.setproctitle(f"testbed: {role}")
 
 
 def worker_main(argv: Sequence[str] | None = None) -> int:
     """A worker process: the named consumer groups until SIGTERM/SIGINT or the parent dies."""
     parser = argparse.ArgumentParser(prog="python -m reference_impl.runtime.processes")
     parser.add_argument("--group", action="append", required=True)
-    parser.add_argument("--shard", type=int, default=0)
-    parser.add_argument("--shards", type=int, default=1)
+    parser.add_argument("--title", default="", help="the process title's role")
     args = parser.parse_args(argv)
+    set_title(args.title or " ".join(args.group))
+    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {args.title} %(message)s")
     stop = threading.Event()
 
     def on_signal(sig: int, frame: FrameType | None) -> None:
@@ -59,7 +70,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     runtime = Runtime.open(RuntimeConfig.from_json(os.environ[ENV]))
-    runtime.start_workers(args.group, args.shard, args.shards)
+    runtime.start_workers(args.group)
     parent = os.getppid()
     while not stop.wait(0.5):
         if os.getppid() != parent:  # the supervisor is gone: never run unsupervised
@@ -105,13 +116,12 @@ class Supervisor:
             )
         )  # fmt: skip
         worker = [py, "-m", __name__]
-        for shard in range(self.workers):
-            argv = [*worker, "--group", "payments", "--shard", str(shard)]
-            self.children.append(
-                Child(f"payments-{shard}", [*argv, "--shards", str(self.workers)], True)
-            )
-        self.children.append(Child("settlement", [*worker, "--group", "settlement"], True))
-        self.children.append(Child("reporting", [*worker, "--group", "reporting"], True))
+        for i in range(self.workers):
+            argv = [*worker, "--group", "payments", "--title", f"payments worker {i + 1}"]
+            self.children.append(Child(f"payments-{i + 1}", argv, True))
+        for group, title in (("settlement", "settlement worker"), ("reporting", "projector")):
+            argv = [*worker, "--group", group, "--title", title]
+            self.children.append(Child(group, argv, True))
 
     def run(self) -> int:
         """Start the children, restart dead workers until a signal, then stop in order."""
@@ -121,6 +131,7 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        set_title("supervisor")
         env = {**os.environ, ENV: self.config.to_json()}
         for child in self.children:
             child.start(env)

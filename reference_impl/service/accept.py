@@ -7,7 +7,9 @@ committed; a repeat of the key answers with the stored response instead of a sec
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +51,14 @@ class Acceptance:
     status_code: int
     body: dict[str, Any]
     replayed: bool
+
+
+def request_hash(body: Mapping[str, Any]) -> str:
+    """The sha256 of a request body's canonical JSON (sorted keys, no spaces), which a key's
+    stored answer is matched against: a retry that re-serialises the same request (other key
+    order, other spacing) still matches, and any other body does not."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _validate(uow: UnitOfWork, tenant: str, req: PaymentRequest) -> tuple[str, str]:

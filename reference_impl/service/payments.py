@@ -1,10 +1,10 @@
 """The payments worker's saga steps, and the payment records and events they share.
 
-handle_payment_events is the "payments" consumer group: for a batch of
-events from one partition it screens and reserves (pending transfer) received payments, posts
-reserved ones, and commits ledger entries, payment states, outbox events and the consumer offset
-together. Every effect is keyed by the payment id, so a redelivered event is a no-op.
-fail_payment is the saga's compensation. The gateway's side is service/accept.py.
+handle_payment_events is the "payments" consumer group's handler: for a batch of events it
+screens and reserves (pending transfer) received payments and posts reserved ones; the consumer
+engine (service/consumer.py) commits those effects with the group's offsets in one unit of work.
+Every effect is keyed by the payment id, so a redelivered event is a no-op. fail_payment is the
+saga's compensation, the group's give-up action. The gateway's side is service/accept.py.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from reference_impl.core.events import (
+    PAYMENTS_TOPIC,
     PaymentEvent,
     PaymentFailed,
     PaymentPosted,
@@ -32,9 +33,12 @@ from reference_impl.service.ports import LoggedEvent, NewEvent, UnitOfWork
 
 PAYMENT = "payment"
 PAYMENTS_GROUP = "payments"
+PAYMENTS_TOPICS = (PAYMENTS_TOPIC,)
+PAYMENTS_HANDLES = frozenset({PaymentReceived.__name__, PaymentReserved.__name__})
+"""What the payments group reads and acts on (everything else in its topic only moves the
+offset)."""
 
 _DONE = {TransferResult.OK, TransferResult.EXISTS}
-_PAYMENTS_INPUT = frozenset({PaymentReceived.__name__, PaymentReserved.__name__})
 
 
 class Screening(Protocol):
@@ -55,11 +59,6 @@ def append(uow: UnitOfWork, events: Sequence[PaymentEvent], partitions: int, at:
         uow.append_events([NewEvent(*encode(e)) for e in events], partitions, at)
 
 
-def poll(uow: UnitOfWork, group: str, partition: int, limit: int) -> list[LoggedEvent]:
-    """The group's next events in one partition, from its committed offset (at-least-once)."""
-    return uow.read_events(partition, uow.get_offset(group, partition), limit)
-
-
 def get_payment(uow: UnitOfWork, tenant: str, payment_id: str) -> Payment | None:
     text = uow.get_record(PAYMENT, tenant, payment_id)
     return Payment.from_json(text) if text is not None else None
@@ -76,30 +75,10 @@ def handle_payment_events(
     now: float,
     config: PaymentsConfig,
 ) -> list[PaymentEvent]:
-    """The payments consumer: apply a batch of one partition's events, advance the offset.
+    """The payments group's effects for a batch: screen, reserve, post; emit the events.
 
-    Returns the events it emitted (also appended to the outbox). The caller commits.
-    """
-    emitted = apply_payment_events(uow, events, screening, now, config)
-    commit_offset(uow, events)
-    return emitted
-
-
-def commit_offset(uow: UnitOfWork, events: Sequence[LoggedEvent]) -> None:
-    """Advance the group's offset past `events` (in the same unit of work as their effects)."""
-    if events:
-        last = events[-1]
-        uow.set_offset(PAYMENTS_GROUP, last.partition, last.offset)
-
-
-def apply_payment_events(
-    uow: UnitOfWork,
-    events: Sequence[LoggedEvent],
-    screening: Screening,
-    now: float,
-    config: PaymentsConfig,
-) -> list[PaymentEvent]:
-    """The effects of a batch, without the offset: screen, reserve, post; emit the events.
+    Returns the events it emitted (also appended to the outbox). The caller commits, with the
+    offsets (service/consumer.py).
 
     Bug zoo: `non-idempotent-consumer` applies each event whatever the payment's status, with
     transfer ids drawn per delivery (stamped with the delivery's time), so a redelivered event
@@ -112,8 +91,8 @@ def apply_payment_events(
     reserved: list[Payment] = []
     reserved_at: list[float] = []
     for logged in events:
-        if logged.type not in _PAYMENTS_INPUT:
-            continue  # other groups' events share the partitions: skip them without decoding
+        if logged.type not in PAYMENTS_HANDLES:
+            continue
         event = decode(logged.type, logged.payload)
         assert isinstance(event, PaymentReceived | PaymentReserved)
         payment = get_payment(uow, event.tenant, event.payment_id)

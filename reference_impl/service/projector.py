@@ -9,11 +9,13 @@ unit of work as its consumer offset (so a redelivered batch is never counted twi
 - payments by status: how many payments are in each saga state.
 
 The read models are shared across partitions (a creditor is credited from any debtor's
-partition), so the runtime runs one reporting consumer over all partitions: one writer, and the
-read-modify-write of a record needs no lock. `check_read_models` proves the projection right: it
-replays the events up to the committed offsets into a fresh projection and, once the projector
-has caught up, compares balances with a replay of the journal's payment postings and the status
-counts with the payment records themselves.
+partition), so the reporting group is exclusive: one member holds every partition at a time, the
+read-modify-write of a record needs no lock, and other members stand by. The read models add up
+deltas, so the order between topics (a settlement seen before its posting) does not matter.
+
+`check_read_models` proves the projection right: it replays the events up to the committed
+offsets into a fresh projection and, once the projector has caught up, compares balances with a
+replay of the journal's payment postings and the status counts with the payment records.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from reference_impl.core.events import (
+    EVENT_TYPES,
+    TOPICS,
     PaymentEvent,
     PaymentFailed,
     PaymentPosted,
@@ -40,6 +44,8 @@ from reference_impl.service.payments import PAYMENT
 from reference_impl.service.ports import LoggedEvent, UnitOfWork
 
 REPORTING_GROUP = "reporting"
+REPORTING_TOPICS = TOPICS
+REPORTING_HANDLES = frozenset(EVENT_TYPES)
 BALANCE = "rm_balance"
 VOLUME = "rm_volume"
 STATUS = "rm_status"
@@ -123,13 +129,13 @@ def _add(uow: UnitOfWork, kind: str, tenant: str, key: str, delta: Counts, **lab
     uow.put_record(kind, tenant, key, json.dumps(row, separators=(",", ":"), sort_keys=True))
 
 
-def handle_reporting_events(uow: UnitOfWork, events: Sequence[LoggedEvent]) -> None:
-    """Fold a batch of one partition's events into the read models and advance the offset.
+def handle_reporting_events(uow: UnitOfWork, events: Sequence[LoggedEvent]) -> list[PaymentEvent]:
+    """Fold a batch of events into the read models (emits nothing).
 
-    The caller commits; effect and offset land together, so each event counts exactly once.
+    The consumer engine commits it with the offsets, so each event counts exactly once.
     """
     if not events:
-        return
+        return []
     delta = Projection()
     project(uow, events, delta)
     for tenant, accounts in delta.balances.items():
@@ -141,8 +147,7 @@ def handle_reporting_events(uow: UnitOfWork, events: Sequence[LoggedEvent]) -> N
             _add(uow, VOLUME, tenant, key, row)
     for tenant, counts in delta.statuses.items():
         _add(uow, STATUS, tenant, _STATUS_KEY, counts)
-    last = events[-1]
-    uow.set_offset(REPORTING_GROUP, last.partition, last.offset)
+    return []
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -176,9 +181,15 @@ def read_models(uow: UnitOfWork, tenant: str) -> ReadModels:
     )
 
 
-def projection_lag(uow: UnitOfWork, group: str, partitions: int, cap: int = 10_000) -> int:
-    """Events the group has not committed yet, summed over partitions (each capped at `cap`)."""
-    return sum(len(uow.read_events(p, uow.get_offset(group, p), cap)) for p in range(partitions))
+def group_lag(
+    uow: UnitOfWork, group: str, topics: Sequence[str], partitions: int, cap: int = 10_000
+) -> int:
+    """Events of `topics` the group has not committed yet (each partition's count capped)."""
+    return sum(
+        len(uow.read_events(t, p, uow.get_offset(group, t, p), cap))
+        for t in topics
+        for p in range(partitions)
+    )
 
 
 # -- checking ---------------------------------------------------------------------------------
@@ -197,12 +208,13 @@ class ReadModelCheck:
 
 def _replay_events(uow: UnitOfWork, partitions: int) -> Projection:
     fresh = Projection()
-    for p in range(partitions):
-        upto = uow.get_offset(REPORTING_GROUP, p)
-        after = 0
-        while after < upto and (page := uow.read_events(p, after, min(1000, upto - after))):
-            project(uow, page, fresh)
-            after = page[-1].offset
+    for t in REPORTING_TOPICS:
+        for p in range(partitions):
+            upto = uow.get_offset(REPORTING_GROUP, t, p)
+            after = 0
+            while after < upto and (page := uow.read_events(t, p, after, min(1000, upto - after))):
+                project(uow, page, fresh)
+                after = page[-1].offset
     return fresh
 
 
@@ -260,7 +272,7 @@ def check_read_models(uow: UnitOfWork, tenants: Sequence[str], partitions: int) 
     status counts == the payment records counted.
     """
     replay = _replay_events(uow, partitions)
-    lag = projection_lag(uow, REPORTING_GROUP, partitions)
+    lag = group_lag(uow, REPORTING_GROUP, REPORTING_TOPICS, partitions)
     problems: list[str] = []
     for tenant in tenants:
         stored = read_models(uow, tenant)

@@ -1,16 +1,22 @@
 """The settlement worker: batch posted payments, send them at a cut-off, reconcile statements.
 
-Three steps, each inside the caller's unit of work (the caller commits):
-- `handle_settlement_events` is the "settlement" consumer group: each PaymentPosted joins the open
-  batch of its (tenant, partner, currency); the offset advances in the same commit.
-- `close_batches` closes, nets and sends the open batches at a cut-off.
+The steps, each inside the caller's unit of work (the caller commits):
+- `handle_settlement_events` is the "settlement" consumer group's handler: each PaymentPosted
+  joins the open batch of its (tenant, partner, currency); the consumer engine commits the
+  offset in the same unit of work.
+- `close_batches` closes the open batches at a cut-off and returns every closed, unsent batch;
+  the worker submits each to the partner (outside any unit of work: the partner is another
+  system) and then `mark_sent` records it. A crash between the two resends the batch at the next
+  cut-off under the same id, which the partner ignores.
 - `ingest_statement` reconciles a partner statement, settles the matched payments (PaymentSettled
-  in the outbox) and stores every break.
+  in the outbox), stores every break, and advances the worker's position in the partner's
+  statement feed, so each statement of the feed is ingested exactly once, after any restart.
 Every effect is keyed (payment id, batch id, statement id), so a redelivery or a replay is a
 no-op. State lives in the store's generic records; the partner-wide ones (cursors of open batches,
 payment items, statements) are namespaced by the partner's name instead of a tenant, because a
-partner's statement spans tenants. The three steps share those records, so they assume one
-settlement writer at a time, as the runtime's single settlement loop provides.
+partner's statement spans tenants. The steps share those records, so they assume one settlement
+writer at a time: the settlement group is exclusive (one member holds every partition), and its
+member runs the cut-off and the ingestion as its tasks (settlement_tasks).
 """
 
 from __future__ import annotations
@@ -22,7 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from reference_impl.core.errors import InvariantViolation
-from reference_impl.core.events import PaymentEvent, PaymentPosted, PaymentSettled, decode
+from reference_impl.core.events import (
+    OUTCOMES_TOPIC,
+    PaymentEvent,
+    PaymentPosted,
+    PaymentSettled,
+    decode,
+)
 from reference_impl.core.payments import PaymentStatus
 from reference_impl.core.serial import evolve
 from reference_impl.core.settlement import (
@@ -51,10 +63,15 @@ OUTSTANDING = "settlement_outstanding"
 """(partner, currency) -> [[tenant, batch id], ...]: sent batches not yet reconciled."""
 STATEMENT = "settlement_statement"
 """(partner, statement id) -> the Reconciliation: makes ingesting a statement idempotent."""
+FEED = "settlement_feed"
+"""(partner, "position") -> how many statements of the partner's feed have been ingested."""
 BREAK = "settlement_break"
 """(tenant, break id) -> Break; an unknown line belongs to no tenant and is stored under ""."""
 
 _POSTED = PaymentPosted.__name__
+_AWAITING_LINE = frozenset({ItemStatus.SENT, ItemStatus.MISSING})
+SETTLEMENT_TOPICS = (OUTCOMES_TOPIC,)
+SETTLEMENT_HANDLES = frozenset({_POSTED})
 
 
 class PartnerUnavailable(Exception):
@@ -73,8 +90,10 @@ class BankPartner(Protocol):
         Raises PartnerUnavailable when it cannot be reached.
         """
 
-    def statements(self, now: float) -> list[Statement]:
-        """Statements that became due by `now` and were not returned before."""
+    def statements_after(self, position: int, now: float) -> list[Statement]:
+        """The partner's statement feed from `position` on: every statement it has issued by
+        `now`, in issue order. Issued statements are kept, so a reader that restarts can read
+        them again from the position it had ingested up to."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,10 +168,10 @@ def _all_records(uow: UnitOfWork, kind: str, namespace: str) -> Iterator[tuple[s
 
 def handle_settlement_events(
     uow: UnitOfWork, events: Sequence[LoggedEvent], now: float, config: SettlementConfig
-) -> None:
-    """The settlement consumer: batch each posted payment once, advance the offset."""
+) -> list[PaymentEvent]:
+    """The settlement group's effects: batch each posted payment once (emits nothing)."""
     if not events:
-        return
+        return []
     cursors: dict[tuple[str, str], _Cursor] = {}
     batches: dict[str, SettlementBatch] = {}
     for logged in events:
@@ -199,44 +218,40 @@ def handle_settlement_events(
         _save_batch(uow, batch)
     for (partner, key), cursor in cursors.items():
         uow.put_record(CURSOR, partner, key, cursor.to_json())
-    last = events[-1]
-    uow.set_offset(SETTLEMENT_GROUP, last.partition, last.offset)
+    return []
 
 
-def close_batches(
-    uow: UnitOfWork, now: float, partner: BankPartner, config: SettlementConfig
-) -> list[SettlementBatch]:
-    """The cut-off for one partner: close every open batch, send every closed one.
-
-    Returns the batches this call changed: sent, or closed and left for the next cut-off when
-    the partner is unavailable. A batch is marked sent in this unit of work, so it is sent at
-    most once once committed; if the commit fails after `submit`, the resend carries the same
-    batch id, which the partner ignores.
-    """
-    changed: dict[str, SettlementBatch] = {}
-    for key, text in list(_all_records(uow, CURSOR, partner.name)):
+def close_batches(uow: UnitOfWork, now: float, partner: str) -> list[SettlementBatch]:
+    """The cut-off for one partner: close every open batch; returns every batch that is closed
+    and not sent yet (those of earlier cut-offs too), to submit and then `mark_sent`."""
+    unsent: list[SettlementBatch] = []
+    for key, text in list(_all_records(uow, CURSOR, partner)):
         cursor = _Cursor.from_json(text)
         if not cursor.open_batch and not cursor.unsent:
             continue
         if cursor.open_batch:
             batch = _load_batch(uow, cursor.tenant, cursor.open_batch)
-            batch = batch.move(BatchStatus.CLOSED, closed_at=now)
-            _save_batch(uow, batch)
-            changed[batch.id] = batch
+            _save_batch(uow, batch.move(BatchStatus.CLOSED, closed_at=now))
             cursor.unsent.append(batch.id)
             cursor.open_batch = ""
-        still_unsent: list[str] = []
-        for bid in cursor.unsent:
-            batch = changed.get(bid) or _load_batch(uow, cursor.tenant, bid)
-            try:
-                partner.submit(batch, now)
-            except PartnerUnavailable:
-                still_unsent.append(bid)
-                continue
-            changed[bid] = _mark_sent(uow, batch, now)
-        cursor.unsent = still_unsent
-        uow.put_record(CURSOR, partner.name, key, cursor.to_json())
-    return list(changed.values())
+            uow.put_record(CURSOR, partner, key, cursor.to_json())
+        unsent += [_load_batch(uow, cursor.tenant, bid) for bid in cursor.unsent]
+    return unsent
+
+
+def mark_sent(uow: UnitOfWork, batch: SettlementBatch, now: float) -> SettlementBatch | None:
+    """The partner accepted the closed `batch`: it is sent (None if it was already)."""
+    current = _load_batch(uow, batch.tenant, batch.id)
+    if current.status is not BatchStatus.CLOSED:
+        return None
+    key = _Cursor.key(batch.tenant, batch.currency)
+    text = uow.get_record(CURSOR, batch.partner, key)
+    if text is None:
+        raise InvariantViolation(f"batch {batch.id} has no settlement cursor")
+    cursor = _Cursor.from_json(text)
+    cursor.unsent = [bid for bid in cursor.unsent if bid != batch.id]
+    uow.put_record(CURSOR, batch.partner, key, cursor.to_json())
+    return _mark_sent(uow, current, now)
 
 
 def _mark_sent(uow: UnitOfWork, batch: SettlementBatch, now: float) -> SettlementBatch:
@@ -265,13 +280,38 @@ def _save_outstanding(
     uow.put_record(OUTSTANDING, partner, currency, json.dumps(batches, separators=(",", ":")))
 
 
+def feed_position(uow: UnitOfWork, partner: str) -> int:
+    """How many statements of `partner`'s feed have been ingested."""
+    text = uow.get_record(FEED, partner, "position")
+    return int(text) if text is not None else 0
+
+
+def ingest_from_feed(
+    uow: UnitOfWork, statement: Statement, position: int, now: float, config: SettlementConfig
+) -> list[PaymentEvent]:
+    """Ingest the statement at `position` of its partner's feed (0-based) and move the
+    position past it, in the caller's unit of work: each statement of the feed once.
+    Returns the PaymentSettled events it appended."""
+    if feed_position(uow, statement.partner) > position:
+        return []
+    _, settled = _ingest(uow, statement, now, config)
+    uow.put_record(FEED, statement.partner, "position", str(position + 1))
+    return settled
+
+
 def ingest_statement(
     uow: UnitOfWork, statement: Statement, now: float, config: SettlementConfig
 ) -> Reconciliation:
     """Reconcile one statement; a statement ingested before returns its stored outcome."""
+    return _ingest(uow, statement, now, config)[0]
+
+
+def _ingest(
+    uow: UnitOfWork, statement: Statement, now: float, config: SettlementConfig
+) -> tuple[Reconciliation, list[PaymentEvent]]:
     done = uow.get_record(STATEMENT, statement.partner, statement.id)
     if done is not None:
-        return evolve(Reconciliation.from_json(done), replayed=True)
+        return evolve(Reconciliation.from_json(done), replayed=True), []
     partner, currency = statement.partner, statement.currency
     outstanding = _outstanding(uow, partner, currency)
     batches = {bid: _load_batch(uow, tenant, bid) for tenant, bid in outstanding}
@@ -295,13 +335,14 @@ def ingest_statement(
         if text is not None:
             resolved = evolve(Break.from_json(text), resolved_by=timing_id)
             uow.put_record(BREAK, tenant, missing_id, resolved.to_json())
-    _settle_payments(uow, result, now, config)
+    settled = _settle_payments(uow, result, now, config)
 
-    # A batch is reconciled once no payment of it still waits for a statement line.
+    # A batch is reconciled once every payment of it has its line (settled or reversed); one
+    # declared missing keeps it open, since a later statement may still carry that line.
     still: list[tuple[str, str]] = []
     for tenant, bid in outstanding:
         batch = batches[bid]
-        if any(items[p].status is ItemStatus.SENT for p in batch.payment_ids):
+        if any(items[p].status in _AWAITING_LINE for p in batch.payment_ids):
             still.append((tenant, bid))
         else:
             _save_batch(uow, batch.move(BatchStatus.RECONCILED, reconciled_at=now))
@@ -311,12 +352,12 @@ def ingest_statement(
     if uow.insert_record_if_absent(STATEMENT, partner, statement.id, result.to_json()):
         # Another worker ingested it concurrently (a store without serialisable units of work).
         raise ConcurrentUpdate(f"statement {statement.id} was ingested concurrently")
-    return result
+    return result, settled
 
 
 def _settle_payments(
     uow: UnitOfWork, result: Reconciliation, now: float, config: SettlementConfig
-) -> None:
+) -> list[PaymentEvent]:
     events: list[PaymentEvent] = []
     for s in result.settled:
         payment = get_payment(uow, s.tenant, s.payment_id)
@@ -327,6 +368,7 @@ def _settle_payments(
         save_payment(uow, payment.move(PaymentStatus.SETTLED, settled_at=s.value_at))
         events.append(PaymentSettled(payment.id, s.tenant, payment.debtor_account, now, s.batch_id))
     append(uow, events, config.partitions, now)
+    return events
 
 
 def list_settlements(

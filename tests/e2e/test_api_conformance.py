@@ -22,20 +22,20 @@ from reference_impl.adapters import open_store
 from reference_impl.adapters.memory import MemoryStore
 from reference_impl.adapters.rate_limit import RateLimiter, Unlimited
 from reference_impl.api import GatewayDeps, create_app
+from reference_impl.core.events import TOPICS
 from reference_impl.core.journal import JournalEntry, first_broken_link
 from reference_impl.core.money import MAX_AMOUNT
 from reference_impl.core.screening import ScreeningRules
 from reference_impl.core.settlement import Break, BreakKind, SettlementBatch
+from reference_impl.runtime.consumer import run_step
 from reference_impl.service.accept import IDEMPOTENCY
+from reference_impl.service.consumer import Idle
+from reference_impl.service.groups import Identity
+from reference_impl.service.members import GroupSettings, payments_member
 from reference_impl.service.payments import (
     PAYMENT as PAYMENT_RECORD,
 )
-from reference_impl.service.payments import (
-    PAYMENTS_GROUP,
-    PaymentsConfig,
-    handle_payment_events,
-    poll,
-)
+from reference_impl.service.payments import PaymentsConfig
 from reference_impl.service.ports import Store, UnitOfWork
 from reference_impl.service.settlement import BATCH, BREAK
 
@@ -104,6 +104,9 @@ class Gateway:
         self.client = client
         self.clock = clock
         self.config = PaymentsConfig(partitions=2)
+        self.worker = payments_member(
+            Identity("worker"), clock, GroupSettings(partitions=2), self.config, ScreeningRules()
+        )
         self.notified = 0
 
     async def open(
@@ -130,13 +133,13 @@ class Gateway:
             return uow.list_records(kind, tenant)
 
     def run_payments_worker(self) -> None:
-        """One pass of the payments consumer over every partition, as the runtime's worker."""
+        """One fetch-and-commit of the payments group's member, as the runtime's worker does."""
         self.clock.t += 1.0
-        with self.store.inner.unit_of_work() as uow:
-            for partition in range(self.config.partitions):
-                events = poll(uow, PAYMENTS_GROUP, partition, 100)
-                handle_payment_events(uow, events, ScreeningRules(), self.clock.t, self.config)
-            uow.commit()
+        self.worker.wake()
+        while not isinstance(step := self.worker.next(), Idle):
+            run_step(self.store.inner, step)
+            if step.name == "poll":
+                return
 
 
 def build(store: HeldStore, limiter: RateLimiter | None = None) -> tuple[Any, Gateway]:
@@ -407,7 +410,7 @@ async def test_invalid_payment_answers_422_naming_field_and_rule_and_stores_noth
     assert f"{field}: " in problem["detail"]
     assert gw.records(PAYMENT_RECORD) == [] and gw.records(IDEMPOTENCY) == []
     with gw.store.inner.unit_of_work() as uow:
-        assert all(uow.read_events(p, 0, 10) == [] for p in range(gw.config.partitions))
+        assert all(uow.log_heads(t) == {} for t in TOPICS)
     # Nothing was stored under the key either: a corrected request with it is accepted.
     assert (await gw.pay(BODY, key="k-invalid")).status_code == 202
 

@@ -47,13 +47,13 @@ def test_kill_9_of_worker_processes_mid_stream_loses_and_duplicates_nothing(
     with serve(store_url, workers=1) as server:
         open_accounts(server.url, ledger, funds=50_000)
         first = server.pids()
-        assert {"payments-0", "settlement", "reporting"} <= set(first), server.output
+        assert {"payments-1", "settlement", "reporting"} <= set(first), server.output
         clients = threading.Thread(
             target=run_clients, args=(server.url, ledger, 6, 10_000, 3, stop)
         )
         clients.start()
         try:
-            for name in ("payments-0", "reporting", "payments-0", "settlement"):
+            for name in ("payments-1", "reporting", "payments-1", "settlement"):
                 time.sleep(0.7)
                 os.kill(server.pids()[name], signal.SIGKILL)
                 old = server.pids()[name]
@@ -66,7 +66,7 @@ def test_kill_9_of_worker_processes_mid_stream_loses_and_duplicates_nothing(
         drain(server.url)
         statuses = audit(server.url, ledger)
         assert server.stop() == 0, server.output
-    assert f"payments-0 exited with {-signal.SIGKILL}; restarting" in server.output
+    assert f"payments-1 exited with {-signal.SIGKILL}; restarting" in server.output
     assert statuses["posted"] > 0
     check_projection(store_url)
 

@@ -18,7 +18,7 @@ from testbed.run import execute
 SAFE = [
     "zone-outage",
     "network-partition",
-    "broker-failover",
+    "consumer-churn",
     "sync-replication-failover",
     "bank-partner-chaos",
     "retry-storm",

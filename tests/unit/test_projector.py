@@ -7,23 +7,29 @@ import json
 import pytest
 
 from reference_impl.adapters.memory import MemoryStore
+from reference_impl.core.events import PAYMENTS_TOPIC, TOPICS
 from reference_impl.core.ledger import Account, Transfer
 from reference_impl.core.screening import ScreeningRules
+from reference_impl.runtime.consumer import drain
 from reference_impl.service.accept import PaymentRequest, accept_payment
+from reference_impl.service.consumer import Member
+from reference_impl.service.groups import Identity
 from reference_impl.service.ledger import create_accounts, submit_transfers
+from reference_impl.service.members import GroupSettings, payments_member, reporting_member
 from reference_impl.service.payments import (
     PAYMENTS_GROUP,
+    PAYMENTS_TOPICS,
     PaymentsConfig,
     fail_payment,
     handle_payment_events,
-    poll,
 )
+from reference_impl.service.ports import LoggedEvent, UnitOfWork
 from reference_impl.service.projector import (
     BALANCE,
     REPORTING_GROUP,
     check_read_models,
+    group_lag,
     handle_reporting_events,
-    projection_lag,
     read_models,
 )
 
@@ -31,6 +37,14 @@ CONFIG = PaymentsConfig(partitions=4)
 DAY1 = 1_700_000_000.0  # 2023-11-14 UTC
 DAY2 = DAY1 + 86_400.0
 RULES = ScreeningRules(max_amount={"EUR": 5_000})
+
+
+class BankClock:
+    def __init__(self, bank: Bank) -> None:
+        self.bank = bank
+
+    def now(self) -> float:
+        return self.bank.now
 
 
 class Bank:
@@ -53,6 +67,12 @@ class Bank:
             self.store, "acme", [Transfer("fund-alice", "funding", "alice", 10_000, "EUR")], DAY1
         )
         self.n = 0
+        settings = GroupSettings(partitions=CONFIG.partitions, batch_size=3)
+        clock = BankClock(self)
+        self.members: dict[str, Member] = {
+            PAYMENTS_GROUP: payments_member(Identity("pay"), clock, settings, CONFIG, RULES),
+            REPORTING_GROUP: reporting_member(Identity("rep"), clock, settings),
+        }
 
     def pay(self, debtor: str, creditor: str, amount: int) -> str:
         self.n += 1
@@ -65,24 +85,11 @@ class Bank:
         return str(acc.body["id"])
 
     def drain(self, group: str) -> int:
-        """Run one consumer group until its partitions are empty; the events it handled."""
-        handled = 0
-        progress = True
-        while progress:
-            progress = False
-            for p in range(CONFIG.partitions):
-                with self.store.unit_of_work() as uow:
-                    events = poll(uow, group, p, 3)
-                    if not events:
-                        continue
-                    if group == PAYMENTS_GROUP:
-                        handle_payment_events(uow, events, RULES, self.now, CONFIG)
-                    else:
-                        handle_reporting_events(uow, events)
-                    uow.commit()
-                handled += len(events)
-                progress = True
-        return handled
+        """Run one consumer group (on the engine) until it is idle; the events it handled."""
+        member = self.members[group]
+        before = member.stats.events
+        drain(self.store, [member])
+        return member.stats.events - before
 
     def check(self) -> list[str]:
         with self.store.unit_of_work() as uow:
@@ -122,13 +129,22 @@ def test_posted_payments_build_balances_volumes_and_statuses(bank: Bank) -> None
     assert bank.check() == []
 
 
+def unread(uow: UnitOfWork, group: str, topics: tuple[str, ...]) -> list[LoggedEvent]:
+    """Every event of `topics` after the group's committed offsets."""
+    return [
+        e
+        for t in topics
+        for p in range(CONFIG.partitions)
+        for e in uow.read_events(t, p, uow.get_offset(group, t, p), 100)
+    ]
+
+
 def test_redelivery_after_a_rolled_back_batch_counts_once(bank: Bank) -> None:
     bank.pay("alice", "bob", 100)
     bank.drain(PAYMENTS_GROUP)
     with bank.store.unit_of_work() as uow:
         # A projector that crashed before commit: its effect and offset vanish together.
-        for p in range(CONFIG.partitions):
-            handle_reporting_events(uow, poll(uow, REPORTING_GROUP, p, 100))
+        handle_reporting_events(uow, unread(uow, REPORTING_GROUP, TOPICS))
         uow.rollback()
     assert bank.drain(REPORTING_GROUP) == 3  # received, reserved, posted: redelivered
     assert bank.drain(REPORTING_GROUP) == 0
@@ -141,8 +157,9 @@ def test_failure_from_reserved_moves_the_reserved_count(bank: Bank) -> None:
     pid = bank.pay("alice", "bob", 300)
     with bank.store.unit_of_work() as uow:
         # Reserve only: handle the PaymentReceived, not the PaymentReserved that follows it.
-        for p in range(CONFIG.partitions):
-            handle_payment_events(uow, poll(uow, PAYMENTS_GROUP, p, 1), RULES, bank.now, CONFIG)
+        handle_payment_events(
+            uow, unread(uow, PAYMENTS_GROUP, (PAYMENTS_TOPIC,)), RULES, bank.now, CONFIG
+        )
         uow.commit()
     with bank.store.unit_of_work() as uow:
         assert fail_payment(uow, "acme", pid, "retries_exhausted", bank.now, CONFIG) is not None
@@ -175,6 +192,6 @@ def test_check_reports_lag_and_skips_the_journal_until_caught_up(bank: Bank) -> 
     bank.drain(PAYMENTS_GROUP)
     with bank.store.unit_of_work() as uow:
         result = check_read_models(uow, ["acme"], CONFIG.partitions)
-        assert projection_lag(uow, PAYMENTS_GROUP, CONFIG.partitions) == 0
+        assert group_lag(uow, PAYMENTS_GROUP, PAYMENTS_TOPICS, CONFIG.partitions) == 0
     assert result.lag == 3
     assert result.ok  # nothing projected yet, and nothing replayed up to offset 0 either

@@ -1,0 +1,311 @@
+"""The sim's driver of the consumer engine: members' steps on simulated time, on their nodes.
+
+The engine (reference_impl/service/consumer.py) decides everything a consumer does: when to
+heartbeat, what to fetch, how to commit, how to react to each error; the same code drives the
+real workers. This module supplies what a runtime supplies, and nothing else:
+
+- the clock (simulated time, or a node's skewed clock) and the timers of `Idle`;
+- the operations, each with its cost: a `Read` (the fetch) runs at once on the store if the node
+  can reach the ledger (else it times out); `Work` holds the node for the service time of what
+  was fetched (per handled event, per skipped event, per batch item or statement line), plus the
+  round trip to the ledger; a `Write` is a commit on the ledger node (queued, charged per item,
+  failing as the ledger's faults make it fail); an `External` call goes to the bank partner;
+- failures: a crash of the node discards the member (its volatile state) and a restart starts a
+  new incarnation that joins the group afresh; a pause stops the node from taking steps, so its
+  heartbeats stop and its lease runs out, and the step it was in finishes when it resumes (a
+  zombie, whose commit the fence refuses); a store that cannot be reached surfaces to the engine
+  as `StoreUnavailable`, as in real processes.
+
+Each step is a job on the member's node, so the node's busy time is the consumer's work.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import simpy
+
+from reference_impl.service.consumer import (
+    Batch,
+    External,
+    Handle,
+    Idle,
+    Member,
+    Read,
+    Step,
+    Work,
+    Write,
+)
+from reference_impl.service.groups import Identity
+from reference_impl.service.ports import Clock, LoggedEvent, StoreUnavailable, UnitOfWork
+from sim.ledger import STORE_TIMEOUT, LedgerNode
+from sim.network import Network
+from sim.node import Job, JobRun, Node, NodeDown
+from sim.service_times import ServiceTimes
+
+BuildMember = Callable[[Identity, Clock], Member]
+
+
+class PoisonedEvent(Exception):
+    """A `poison` fault made handling this event fail."""
+
+
+class PoisonWindow:
+    """A `poison` fault's window: which events fail, drawn once per event at first sight."""
+
+    def __init__(self, probability: float, rng: random.Random) -> None:
+        self.probability = probability
+        self.rng = rng
+        self.seen: set[tuple[str, int, int]] = set()
+        self.poisoned: set[tuple[str, int, int]] = set()
+
+    def check(self, events: Sequence[LoggedEvent]) -> None:
+        for e in events:
+            key = (e.topic, e.partition, e.offset)
+            if key not in self.seen:
+                self.seen.add(key)
+                if self.rng.random() < self.probability:
+                    self.poisoned.add(key)
+            if key in self.poisoned:
+                raise PoisonedEvent(f"{e.topic}/{e.partition} offset {e.offset} is poisoned")
+
+
+class SimClock:
+    """A node's clock: simulated time plus the node's skew (a clock-skew fault moves it)."""
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env = env
+        self.skew = 0.0
+
+    def now(self) -> float:
+        return self.env.now + self.skew
+
+
+class SimGroup:
+    """One consumer group: a member driver per consumer node, and what the group delivered."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        name: str,
+        topics: Sequence[str],
+        nodes: Sequence[Node],
+        ledger: LedgerNode,
+        network: Network,
+        times: ServiceTimes,
+        streams: Callable[[str], Any],
+        build: BuildMember,
+        clock: SimClock | None = None,
+    ) -> None:
+        self.env = env
+        self.name = name
+        self.topics = frozenset(topics)
+        self.ledger = ledger
+        self.network = network
+        self.times = times
+        self.build = build
+        self.clock = clock
+        self.poisons: list[PoisonWindow] = []
+        self.delivered_upto: dict[tuple[str, int], int] = {}
+        self.deliveries = 0
+        self.redeliveries = 0
+        self.drivers = [
+            MemberDriver(self, node, streams(f"{node.name}/consumer")) for node in nodes
+        ]
+
+    @property
+    def members(self) -> list[Member]:
+        return [d.member for d in self.drivers if d.member is not None]
+
+    def appended(self, topic: str, partition: int) -> None:
+        """Events were committed to a topic partition: wake the member that holds it."""
+        if topic not in self.topics:
+            return
+        for driver in self.drivers:
+            member = driver.member
+            if member is not None and partition in member.assignment:
+                driver.wake()
+
+    def wake_all(self) -> None:
+        for driver in self.drivers:
+            driver.wake()
+
+    def poison(self, probability: float, rng: random.Random) -> PoisonWindow:
+        window = PoisonWindow(probability, rng)
+        self.poisons.append(window)
+        return window
+
+    def cure(self, window: PoisonWindow) -> None:
+        self.poisons.remove(window)
+
+    def handler(self, handle: Handle) -> Handle:
+        """`handle`, failing on the events an open `poison` window picked."""
+
+        def handle_unless_poisoned(
+            uow: UnitOfWork, events: Sequence[LoggedEvent], now: float
+        ) -> Sequence[Any]:
+            for window in self.poisons:
+                window.check(events)
+            return handle(uow, events, now)
+
+        return handle_unless_poisoned
+
+    def delivered(self, batch: Batch) -> None:
+        for part in batch.parts:
+            key = (part.topic, part.partition)
+            upto = self.delivered_upto.get(key, 0)
+            self.deliveries += len(part.events)
+            self.redeliveries += sum(1 for e in part.events if e.offset <= upto)
+            self.delivered_upto[key] = max(upto, part.events[-1].offset)
+
+    def stats(self, field: str) -> int:
+        """A member statistic summed over every incarnation of every member."""
+        return sum(getattr(m.stats, field) for d in self.drivers for m in d.incarnations)
+
+
+class MemberDriver:
+    """Runs the incarnations of one node's member, one after the other across crashes."""
+
+    def __init__(self, group: SimGroup, node: Node, rng: Any) -> None:
+        self.group = group
+        self.node = node
+        self.rng = rng
+        self.env = group.env
+        self.clock: Clock = group.clock or SimClock(group.env)
+        self.member: Member | None = None
+        self.incarnations: list[Member] = []
+        self._process: simpy.Process | None = None
+        self._wake: simpy.Event | None = None
+        node.on_crash.append(self._crashed)
+        node.on_restart.append(self._start)
+        self._start()
+
+    def _start(self) -> None:
+        n = len(self.incarnations) + 1
+        member = self.group.build(Identity(f"{self.node.name}#{n}", n, self.node.zone), self.clock)
+        member.handle = self.group.handler(member.handle)
+        self.member = member
+        self.incarnations.append(member)
+        self._process = self.env.process(self._loop(member))
+
+    def _crashed(self) -> None:
+        self.member = None
+        process, self._process = self._process, None
+        if process is not None and process.is_alive:
+            process.interrupt("crash")
+
+    def wake(self) -> None:
+        if self.member is not None:
+            self.member.wake()
+        wake, self._wake = self._wake, None
+        if wake is not None and not wake.triggered:
+            wake.succeed()
+
+    def _loop(self, member: Member) -> Any:
+        env = self.env
+        try:
+            while True:
+                nxt = member.next()
+                if isinstance(nxt, Idle):
+                    self._wake = wake = env.event()
+                    # Never less than a nanosecond: on a skewed clock a wait can round to
+                    # nothing, and the timer would come back before its time, for ever.
+                    wait = max(nxt.until - self.clock.now(), 1e-9)
+                    yield wake if wait == float("inf") else env.timeout(wait) | wake
+                    continue
+                job = _StepJob(self, nxt)
+                if not self.node.submit(job):
+                    return
+                yield job.done
+        except simpy.Interrupt:
+            return
+
+    # -- the operations -------------------------------------------------------------------
+    def _reachable(self) -> bool:
+        ledger = self.group.ledger
+        return ledger.reaches(self.node, back=False) and ledger.reaches(self.node, back=True)
+
+    def read(self, op: Read) -> Any:
+        """A fetch: the ledger answers at once when it is up and reachable (a generator)."""
+        ledger = self.group.ledger
+        if not self._reachable():
+            yield self.env.timeout(STORE_TIMEOUT)
+            raise StoreUnavailable(f"{ledger.name}: unreachable from {self.node.name}")
+        if not ledger.node.up:
+            raise StoreUnavailable(f"{ledger.name}: down")
+        if ledger.node.paused:
+            yield ledger.node.running()
+        with ledger.store.unit_of_work() as uow:
+            value = op.fn(uow)
+        if isinstance(value, Batch):
+            self.group.delivered(value)
+        return value
+
+    def work(self, op: Work) -> Any:
+        group = self.group
+        cost = group.times.work(op.stage).sample(self.rng, op.items, op.skipped)
+        yield self.env.timeout(cost + group.network.rtt(self.node.zone, group.ledger.zone))
+        if self.node.paused:
+            yield self.node.running()  # stopped mid-step: a zombie when it wakes, if fenced
+
+    def write(self, op: Write) -> Any:
+        ledger = self.group.ledger
+        try:
+            return (yield ledger.call(partial(_commit, ledger, op.fn), op.items, self.node))
+        except NodeDown as e:  # down, unreachable, or the answer lost: the runtime's class
+            raise StoreUnavailable(str(e)) from e
+        except Exception as e:  # SimPy hands over a copy: the step gets the original
+            original = e.__cause__
+            raise original if isinstance(original, type(e)) else e from None
+
+
+def _commit(ledger: LedgerNode, fn: Callable[[UnitOfWork], Any]) -> Any:
+    with ledger.store.unit_of_work() as uow:
+        value = fn(uow)
+        uow.commit()
+    return value
+
+
+class _StepJob(Job):
+    """One engine step on the member's node: holds the node while its operations run."""
+
+    __slots__ = ("done", "driver", "step")
+
+    def __init__(self, driver: MemberDriver, step: Step) -> None:
+        super().__init__()
+        self.driver = driver
+        self.step = step
+        self.done = driver.env.event()
+
+    def run(self) -> JobRun:
+        d = self.driver
+        run = self.step.run
+        value: Any = None
+        error: Exception | None = None
+        try:
+            while True:
+                try:
+                    op = run.throw(error) if error is not None else run.send(value)
+                except StopIteration:
+                    break
+                value, error = None, None
+                try:
+                    if isinstance(op, Read):
+                        value = yield from d.read(op)
+                    elif isinstance(op, Work):
+                        yield from d.work(op)
+                    elif isinstance(op, Write):
+                        value = yield from d.write(op)
+                    else:
+                        assert isinstance(op, External)
+                        value = op.fn()
+                except simpy.Interrupt:
+                    raise  # the node crashed: the step dies with it
+                except Exception as e:
+                    error = e
+        finally:
+            run.close()
+        self.done.succeed()
