@@ -6,11 +6,12 @@ get it by closure, not from globals, so two apps in one process never share anyt
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -27,6 +28,18 @@ T = TypeVar("T")
 
 STORE_ATTEMPTS = 3
 """A unit of work rolled back by a serialization conflict is retried whole, this many times."""
+
+
+def render_json(body: Any) -> bytes:
+    """A JSON answer's bytes, as JSONResponse renders them; ValueError for NaN or infinity.
+
+    Routes that commit render their answer inside the unit of work, before the commit, so an
+    answer that cannot be rendered rolls the work back instead of failing after it is stored.
+    """
+    return json.dumps(
+        body, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode()
+
 
 _bearer = HTTPBearer(auto_error=False, description="An API key; each key belongs to one tenant.")
 
