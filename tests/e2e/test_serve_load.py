@@ -27,7 +27,7 @@ import pytest
 
 from reference_impl.adapters import open_store
 from reference_impl.core.journal import JournalEntry, first_broken_link
-from reference_impl.runtime.launcher import ServeProcess
+from reference_impl.runtime.launcher import ServeProcess, free_port
 from reference_impl.service.projector import check_read_models
 
 TENANT = "acme"
@@ -279,22 +279,26 @@ def test_sigterm_mid_stream_loses_nothing_acknowledged(store_url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("flag", "value", "message"),
+    ("args", "message"),
     [
-        ("--api-key", "no-colon", "--api-key: expected TENANT:KEY"),
-        ("--store", "mysql://x", "--store: invalid store URL"),
-        ("--store", "postgresql://nobody@127.0.0.1:1/none", "--store: cannot connect"),
+        (["--api-key", "no-colon"], "--api-key: expected TENANT:KEY"),
+        (["--store", "mysql://x"], "--store: invalid store URL"),
+        (["--store", "postgresql://nobody@127.0.0.1:1/none"], "--store: cannot connect"),
+        (["--store", "memory://", "--workers", "2"], "--store: memory:// lives in one process"),
+        (["--redis", "redis://127.0.0.1:1/0"], "--redis: cannot reach"),
     ],
 )
-def test_bad_flags_exit_2_with_one_line_naming_the_flag(
-    flag: str, value: str, message: str, tmp_path: Path
+@pytest.mark.parametrize("keys", ["given", "demo"])
+def test_bad_flags_exit_2_with_one_line_naming_the_flag_and_nothing_else(
+    args: list[str], message: str, keys: str, tmp_path: Path
 ) -> None:
     import subprocess
     import sys
 
     testbed = Path(sys.executable).with_name("testbed")
+    api_key = ["--api-key", "acme:k"] if keys == "given" and "--api-key" not in args else []
     done = subprocess.run(
-        [str(testbed), "serve", "--port", "1", flag, value],
+        [str(testbed), "serve", "--port", str(free_port()), *api_key, *args],
         capture_output=True,
         text=True,
         timeout=30,
@@ -303,3 +307,5 @@ def test_bad_flags_exit_2_with_one_line_naming_the_flag(
     assert done.returncode == 2, done
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), done.stderr
+    # Nothing was started or announced: no demo key for a server that never ran.
+    assert done.stdout == "", done.stdout
