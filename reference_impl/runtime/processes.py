@@ -9,12 +9,13 @@ and one projector (reporting). Every child gets the same `RuntimeConfig` as JSON
 The supervisor restarts a worker process that dies (a crash loses nothing: the replacement
 resumes from the committed offsets) and stops everything in order on SIGTERM/SIGINT: first the
 gateway (stop accepting, finish in-flight requests), then the workers (finish and commit the
-current batch).
+current batch). If the supervisor itself is SIGKILLed, every child dies with it (lifeline.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from reference_impl.runtime import Runtime, RuntimeConfig
+from reference_impl.runtime import Runtime, RuntimeConfig, lifeline
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -37,8 +38,16 @@ _RESTART_DELAY_S = 0.5
 
 
 def gateway_app() -> FastAPI:
-    """The uvicorn factory for gateway processes (`--factory`)."""
+    """The uvicorn factory for gateway processes (`--factory`).
+
+    Under `--workers N` uvicorn's manager spawns these processes itself, so they arm their own
+    lifeline here: they die with the manager, which dies with the supervisor.
+    """
     from reference_impl.api import create_app
+
+    manager = multiprocessing.parent_process()
+    if manager is not None and manager.pid is not None:
+        lifeline.die_with_parent(manager.pid)
 
     runtime = Runtime.open(RuntimeConfig.from_json(os.environ[ENV]))
     return create_app(runtime.gateway_deps())
@@ -78,7 +87,7 @@ class Child:
     started_at: float = 0.0
 
     def start(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(self.argv, env=env)
+        self.proc = subprocess.Popen(lifeline.command(self.argv), env=env)
         self.started_at = time.monotonic()
         print(f"started {self.name} pid {self.proc.pid}", flush=True)
 
