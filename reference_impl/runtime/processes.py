@@ -4,7 +4,9 @@
 manager, app built by `gateway_app` from the config in the environment) plus worker processes:
 N payments workers, each owning the partitions p with p % N == its shard, one settlement worker
 and one projector (reporting). Every child gets the same `RuntimeConfig` as JSON in
-`TESTBED_RUNTIME`, so they agree on store, tenants and partitions.
+`TESTBED_RUNTIME`, so they agree on store, tenants and partitions, and a metrics directory of
+its own in `PROMETHEUS_MULTIPROC_DIR` (prometheus_client's multiprocess mode), so any gateway
+process's /metrics counts every process.
 
 The supervisor restarts a worker process that dies (a crash loses nothing: the replacement
 resumes from the committed offsets) and stops everything in order on SIGTERM/SIGINT: first the
@@ -20,19 +22,23 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from reference_impl.runtime import Runtime, RuntimeConfig, lifeline
+from reference_impl.runtime.metrics import PublishedWorkerCounters
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
 ENV = "TESTBED_RUNTIME"
+METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus_client's multiprocess directory: every child writes its metrics there."""
 STOP_TIMEOUT_S = 35.0
 _RESTART_DELAY_S = 0.5
 
@@ -50,7 +56,7 @@ def gateway_app() -> FastAPI:
         lifeline.die_with_parent(manager.pid)
 
     runtime = Runtime.open(RuntimeConfig.from_json(os.environ[ENV]))
-    return create_app(runtime.gateway_deps())
+    return create_app(replace(runtime.gateway_deps(), metrics_dir=os.environ.get(METRICS_ENV)))
 
 
 def worker_main(argv: Sequence[str] | None = None) -> int:
@@ -69,11 +75,14 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     runtime = Runtime.open(RuntimeConfig.from_json(os.environ[ENV]))
     runtime.start_workers(args.group, args.shard, args.shards)
+    counters = PublishedWorkerCounters(runtime.loops)  # for the gateway processes' /metrics
     parent = os.getppid()
     while not stop.wait(0.5):
+        counters.publish()
         if os.getppid() != parent:  # the supervisor is gone: never run unsupervised
             break
     ok = runtime.stop_workers()
+    counters.publish()
     runtime.close()
     return 0 if ok else 1
 
@@ -130,7 +139,11 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        env = {**os.environ, ENV: self.config.to_json()}
+        with tempfile.TemporaryDirectory(prefix="testbed-metrics-") as metrics_dir:
+            env = {**os.environ, ENV: self.config.to_json(), METRICS_ENV: metrics_dir}
+            return self._supervise(env)
+
+    def _supervise(self, env: dict[str, str]) -> int:
         for child in self.children:
             child.start(env)
         gateway = self.children[0]
