@@ -19,7 +19,7 @@ write discards the first: a read-modify-write without a lock.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from reference_impl.core.journal import JournalEntry, JournalHead
@@ -38,6 +38,8 @@ WriteSet = list[tuple[str, Any, Any]]
 Replication = Literal["none", "sync", "async"]
 
 _MISSING = object()
+_DELETED = object()
+"""Written in place of a row to delete it: the row is gone once the write set is applied."""
 
 
 def _empty_tables() -> Tables:
@@ -49,7 +51,10 @@ def _apply(tables: Tables, writes: WriteSet) -> None:
         t = tables.get(table)
         if t is None:
             t = tables[table] = {}
-        t[key] = value
+        if value is _DELETED:
+            t.pop(key, None)
+        else:
+            t[key] = value
 
 
 def _copy(tables: Tables) -> Tables:
@@ -209,7 +214,7 @@ class MemoryUnitOfWork(UnitOfWork):
         if self._writes:
             value = self._writes.get((table, key), _MISSING)
             if value is not _MISSING:
-                return value
+                return default if value is _DELETED else value
         rows = self._store._live.get(table)
         return default if rows is None else rows.get(key, default)
 
@@ -222,7 +227,10 @@ class MemoryUnitOfWork(UnitOfWork):
         merged = dict(self._store._live.get(table, {}))
         for (t, key), value in self._writes.items():
             if t == table:
-                merged[key] = value
+                if value is _DELETED:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
         return iter(merged.items())
 
     # -- ledger ---------------------------------------------------------------------------
@@ -302,6 +310,13 @@ class MemoryUnitOfWork(UnitOfWork):
     ) -> list[tuple[str, str]]:
         rows = sorted((k, v) for k, v in self.scan(f"records/{kind}/{tenant}") if k > after_key)
         return rows[:limit]
+
+    def delete_records_if_unchanged(
+        self, kind: str, tenant: str, values: Mapping[str, str]
+    ) -> None:
+        for key, value in values.items():
+            if self.get_record(kind, tenant, key) == value:
+                self.put(f"records/{kind}/{tenant}", key, _DELETED)
 
     # -- event log ------------------------------------------------------------------------
     def append_events(self, events: Sequence[NewEvent], partitions: int, at: float) -> None:

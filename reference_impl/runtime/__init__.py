@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from reference_impl.adapters import open_store
 from reference_impl.adapters.rate_limit import RateLimiter, RedisTokenBucket, TokenBucket
+from reference_impl.runtime.housekeeping import idempotency_purge
 from reference_impl.runtime.metrics import WorkerCollector
 from reference_impl.runtime.wakeup import PgSignal, Wakeup, channel_for
 from reference_impl.runtime.workers import (
@@ -143,7 +144,10 @@ class Runtime:
                 loop = WorkerLoop("payments", consumers, self.wakeup, self.clock, cfg.idle_wait)
             elif group == "reporting":
                 consumers = [reporting_consumer(self.store, self.clock, cfg)]
-                loop = WorkerLoop("reporting", consumers, self.wakeup, self.clock, cfg.idle_wait)
+                purge = [idempotency_purge(self.store, self.config.tenants)]
+                loop = WorkerLoop(
+                    "reporting", consumers, self.wakeup, self.clock, cfg.idle_wait, purge
+                )
             elif group == "settlement":
                 from reference_impl.runtime.settlement import settlement_loop
 
