@@ -12,7 +12,7 @@ from reference_impl.bugs import BUGS, UnknownBug, enabled
 from reports.audit import AuditResult
 from scenarios.loader import load_scenario
 from scenarios.schema import Scenario
-from testbed.seeds import audit_seed
+from testbed.judge import audit_seed
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_SEEDS = 200
