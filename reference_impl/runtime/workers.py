@@ -1,6 +1,6 @@
 """The worker side of the runtime: one consumer per consumer group, run by threads.
 
-Groups and what they do (DESIGN.md section 4):
+Groups and what they do (docs/serve.md):
 - payments: screening with `ScreeningRules`, then reserve and post (`handle_payment_events`);
   an event that keeps failing is compensated by `fail_payment`;
 - settlement: `handle_settlement_events`, plus periodic tasks (cut-off, statement ingestion)

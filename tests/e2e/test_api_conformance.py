@@ -1,4 +1,4 @@
-"""The HTTP contract (DESIGN.md section 4, docs/api.md), through httpx.ASGITransport.
+"""The HTTP contract (docs/api.md), through httpx.ASGITransport.
 
 Every rule and every error status, against each store: memory, sqlite (a file in tmp_path) and
 postgres (the `postgres_url` fixture, which skips or fails per TESTBED_REQUIRE_SERVICES).
