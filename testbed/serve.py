@@ -63,7 +63,8 @@ def serve(
     store: Annotated[
         str | None,
         typer.Option(
-            help="Store URL (sqlite:///PATH, postgresql://...); default SQLite in ./data."
+            help="Store URL (sqlite:///PATH, postgresql://..., memory:// without --workers); "
+            "default SQLite in ./data."
         ),
     ] = None,
     api_key: Annotated[
