@@ -1,5 +1,5 @@
 """The audit: did the run keep its promises? Exactly-once, conservation, no overdraft, an intact
-hash chain and a settlement that reconciles (DESIGN section 8, docs/audit.md).
+hash chain and a settlement that reconciles (docs/audit.md).
 
 It reads only the run record, never the reference implementation's code, so a bug in the
 implementation cannot hide itself by being shared with the checker. Every check is a vectorised
@@ -188,7 +188,7 @@ class EncodedRun:
 
 
 def audit(record: RunRecord, *, max_per_kind: int = 1000) -> AuditResult:
-    """Check every invariant of DESIGN section 8 on `record`; see docs/audit.md."""
+    """Check every invariant docs/audit.md lists on `record`."""
     found = Findings()
     run = EncodedRun.encode(record)
     check_chain(run, found)

@@ -1,5 +1,5 @@
 """The audit's flow checks: exactly-once between clients, payments and the journal, settlement
-batches against postings and statements, and liveness (DESIGN section 8; docs/audit.md).
+batches against postings and statements, and liveness (docs/audit.md).
 """
 
 from __future__ import annotations

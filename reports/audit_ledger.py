@@ -1,5 +1,5 @@
 """The audit's ledger checks: the hash chain, two-phase resolution, balances against a replay
-of the journal, and overdraft (DESIGN section 8; docs/audit.md).
+of the journal, and overdraft (docs/audit.md).
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ ENUMS: Mapping[tuple[str, str], frozenset[str]] = {
     ("journal", "kind"): frozenset({"post", "pending", "post_pending", "void"}),
     ("statements", "entry_kind"): frozenset({"credit", "fee", "reversal"}),
     ("breaks", "kind"): frozenset(
-        {"missing", "duplicate", "amount", "timing", "reversal", "unclassified"}
+        {"missing", "duplicate", "amount", "timing", "reversal", "unknown", "unclassified"}
     ),
 }
 """Columns whose values come from a closed set: anything else is a runtime bug, refused early."""

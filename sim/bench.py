@@ -59,14 +59,16 @@ def payments_per_second() -> tuple[float, int]:
     return payments / elapsed, payments
 
 
-def main() -> None:
+def main() -> int:
     baseline = mm1_per_second()
     rate, payments = payments_per_second()
     ratio = rate / baseline
+    verdict = "PASS" if ratio >= TARGET_RATIO else "MISS"
     print(f"bare SimPy M/M/1:      {baseline:12,.0f} customers/s (wall)")
     print(f"quickstart full path:  {rate:12,.0f} payments/s (wall), {payments} payments")
-    print(f"ratio:                 {ratio:12.3f}  (target >= {TARGET_RATIO})")
+    print(f"ratio:                 {ratio:12.3f}  (target >= {TARGET_RATIO})  {verdict}")
+    return 0 if verdict == "PASS" else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

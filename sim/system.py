@@ -159,6 +159,7 @@ class System:
             clock,
             GroupSettings(settings.partitions, REPORTING_BATCH, settings.session_timeout),
             self._committed,
+            purge_tenants=tenant_ids(self.scenario.workload.tenants),
         )
 
     # -- set-up ---------------------------------------------------------------------------

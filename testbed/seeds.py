@@ -10,87 +10,20 @@ from __future__ import annotations
 
 import json
 import time
-import traceback
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from scenarios.loader import LoadedScenario, ScenarioError, load_scenario
-from sim.campaign import CampaignJob, FirstViolation, SeedOutcome, default_jobs
-from testbed.run import RUNS, BugOption, bug_flags, with_bugs, write_run
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from reports.audit import AuditResult
-    from scenarios.schema import Scenario
+from sim.campaign import CampaignJob, SeedOutcome, default_jobs
+from testbed.judge import judge_seed
+from testbed.run import RUNS, BugOption, bug_flags, with_bugs
 
 MAX_SEED = 2**63
-
-
-def audit_seed(scenario: Scenario, name: str, seed: int) -> AuditResult:
-    """Run one seed and audit it in memory, writing nothing."""
-    return _simulate_and_audit(scenario, name, seed)[2]
-
-
-def _simulate_and_audit(
-    scenario: Scenario, name: str, seed: int
-) -> tuple[dict[str, pd.DataFrame], dict[str, Any], AuditResult]:
-    """One seed's tables, meta and audit, straight from memory (no parquet round trip)."""
-    from reports.audit import audit
-    from reports.record import RunRecord
-    from sim import export
-    from sim.run import simulate
-
-    result = simulate(scenario, seed)
-    tables, meta = export.tables(result), export.meta(result, name)
-    return tables, meta, audit(RunRecord.from_tables(tables, meta))
-
-
-def judge_seed(job: CampaignJob, seed: int) -> SeedOutcome:
-    """One seed of a campaign (runs in a worker process); only a failure touches the disk."""
-    from reports.audit import KINDS
-    from testbed.summary import metrics
-
-    start = time.perf_counter()
-    try:
-        tables, meta, audited = _simulate_and_audit(job.scenario, job.name, seed)
-    except Exception as e:  # the system under test crashed: a finding, not a campaign error
-        crash = FirstViolation("error", None, None, traceback.format_exception_only(e)[-1].strip())
-        wall = time.perf_counter() - start
-        return SeedOutcome(seed, False, {"error": 1}, crash, 0, None, None, None, wall)
-    counts = {k: v for k, v in audited.counts.items() if v}
-    # Liveness too: a campaign's drain outlasts every fault, so a payment still not terminal
-    # after it is an effect lost for good (e.g. an offset committed before its effect).
-    ok = not any(counts.get(k) for k in KINDS)
-    m = metrics(tables, job.scenario.duration, audited.counts)
-    run_dir = None
-    if not ok and job.fail_dir is not None:
-        run_dir = job.fail_dir / f"seed-{seed}"
-        write_run(run_dir, job.scenario, job.name, seed, tables, meta)
-    found = audited.violations[0] if audited.violations else None
-    first = None
-    if found is not None:
-        first = FirstViolation(found.kind, found.payment_id, found.seq, found.detail)
-    return SeedOutcome(
-        seed=seed,
-        ok=ok,
-        counts=counts,
-        first=first,
-        payments=len(tables["payments"]),
-        ack_p99=_number(m["ack.p99"]),
-        posted_p99=_number(m["posted.p99"]),
-        run_dir=None if run_dir is None else str(run_dir),
-        wall=time.perf_counter() - start,
-    )
-
-
-def _number(value: float) -> float | None:
-    return None if value != value else value  # NaN: no payment got that far
 
 
 def describe_failure(outcome: SeedOutcome) -> str:

@@ -2,9 +2,11 @@
 
 By default one process runs uvicorn and the worker threads; `--workers N` runs N uvicorn gateway
 processes and worker processes under a small supervisor (reference_impl/runtime/processes.py).
-Flags are checked before anything starts: a malformed flag or an unreachable database is one
-line naming the flag, exit code 2. SIGTERM/SIGINT stop it gracefully: the gateway stops
-accepting and finishes in-flight requests, the workers finish and commit their current batch.
+Flags are checked before anything starts or is printed (the demo tenant's key included): a
+malformed flag, an unreachable database, or memory:// with --workers (a memory store cannot be
+shared between processes) is one line naming the flag, exit code 2. SIGTERM/SIGINT stop it
+gracefully: the gateway stops accepting and finishes in-flight requests, the workers finish and
+commit their current batch.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def serve(
     store: Annotated[
         str | None,
         typer.Option(
-            help="Store URL (sqlite:///PATH, postgresql://...); default SQLite in ./data."
+            help="Store URL (sqlite:///PATH, postgresql://..., memory:// without --workers); "
+            "default SQLite in ./data."
         ),
     ] = None,
     api_key: Annotated[
@@ -85,6 +88,7 @@ def serve(
     ] = 10.0,
 ) -> None:
     """Start the gateway and the workers (payments, settlement, reporting)."""
+    from reference_impl.adapters.memory import MemoryStore
     from reference_impl.runtime import Runtime, RuntimeConfig
     from reference_impl.service.ports import InvalidStoreURL, StoreError
 
@@ -93,10 +97,10 @@ def serve(
         keys = parse_api_keys(api_key or [])
     except ValueError as e:
         _fail("--api-key", str(e))
+    demo_key = None
     if not keys:
         demo_key = secrets.token_urlsafe(24)
         keys = {demo_key: "demo"}
-        typer.echo(f"tenant demo, API key: {demo_key}")
     if store is None:
         DEFAULT_DATA_DIR.mkdir(parents=True, exist_ok=True)
         store = f"sqlite:///{DEFAULT_DATA_DIR / 'testbed.db'}"
@@ -115,6 +119,16 @@ def serve(
         runtime = Runtime.open(config)
     except (InvalidStoreURL, StoreError) as e:
         _fail("--store", str(e))
+    if workers is not None and isinstance(runtime.store, MemoryStore):
+        runtime.close()
+        _fail(
+            "--store",
+            "memory:// lives in one process, so the gateway and worker processes of --workers "
+            "would each get their own; use sqlite:///PATH or postgresql://...",
+        )
+    # Every flag is good: only now is there a server whose key is worth printing.
+    if demo_key is not None:
+        typer.echo(f"tenant demo, API key: {demo_key}")
     if workers is not None:
         runtime.close()
         from reference_impl.runtime.processes import Supervisor

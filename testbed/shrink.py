@@ -22,6 +22,7 @@ from rich.console import Console
 from scenarios.loader import ScenarioError, load_scenario, parse_scenario
 from scenarios.schema import Scenario
 from sim.shrink import Fails, fault_items, shrink
+from testbed.judge import audit_seed
 
 
 class ShrinkInputError(ValueError):
@@ -58,8 +59,6 @@ def failing_run(run_dir: Path) -> tuple[Scenario, str, int, str]:
 
 
 def fails_with(kind: str, name: str, seed: int) -> Fails:
-    from testbed.seeds import audit_seed
-
     def fails(scenario: Scenario) -> bool:
         return audit_seed(scenario, name, seed).counts.get(kind, 0) > 0
 

@@ -19,7 +19,7 @@ write discards the first: a read-modify-write without a lock.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from reference_impl.core.journal import JournalEntry, JournalHead
@@ -40,6 +40,8 @@ WriteSet = list[tuple[str, Any, Any]]
 Replication = Literal["none", "sync", "async"]
 
 _MISSING = object()
+_DELETED = object()
+"""Written in place of a row to delete it: the row is gone once the write set is applied."""
 
 
 def _empty_tables() -> Tables:
@@ -51,7 +53,7 @@ def _apply(tables: Tables, writes: WriteSet) -> None:
         t = tables.get(table)
         if t is None:
             t = tables[table] = {}
-        if value is None:  # a delete
+        if value is _DELETED:
             t.pop(key, None)
         else:
             t[key] = value
@@ -222,12 +224,11 @@ class MemoryUnitOfWork(UnitOfWork):
         if self._writes:
             value = self._writes.get((table, key), _MISSING)
             if value is not _MISSING:
-                return default if value is None else value
+                return default if value is _DELETED else value
         rows = self._store._live.get(table)
         return default if rows is None else rows.get(key, default)
 
     def put(self, table: str, key: Any, value: Any) -> None:
-        """Write a row; None deletes it."""
         self._writes[(table, key)] = value
         self._order.append((table, key, value))
 
@@ -235,12 +236,11 @@ class MemoryUnitOfWork(UnitOfWork):
         """Every row of `table` as this unit of work sees it (committed rows + own writes)."""
         merged = dict(self._store._live.get(table, {}))
         for (t, key), value in self._writes.items():
-            if t != table:
-                continue
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
+            if t == table:
+                if value is _DELETED:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
         return iter(merged.items())
 
     # -- ledger ---------------------------------------------------------------------------
@@ -321,6 +321,13 @@ class MemoryUnitOfWork(UnitOfWork):
         rows = sorted((k, v) for k, v in self.scan(f"records/{kind}/{tenant}") if k > after_key)
         return rows[:limit]
 
+    def delete_records_if_unchanged(
+        self, kind: str, tenant: str, values: Mapping[str, str]
+    ) -> None:
+        for key, value in values.items():
+            if self.get_record(kind, tenant, key) == value:
+                self.put(f"records/{kind}/{tenant}", key, _DELETED)
+
     # -- event log ------------------------------------------------------------------------
     def append_events(self, events: Sequence[NewEvent], partitions: int, at: float) -> None:
         for ev in events:
@@ -367,7 +374,7 @@ class MemoryUnitOfWork(UnitOfWork):
 
     def delete_members(self, group: str, members: Collection[str]) -> None:
         for m in members:
-            self.put("members", (group, m), None)
+            self.put("members", (group, m), _DELETED)
 
     def list_claims(self, group: str) -> list[PartitionClaim]:
         return [c for (g, _), c in sorted(self.scan("claims")) if g == group]

@@ -21,7 +21,7 @@ with the next read or with the COMMIT; a batch is written with one statement per
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -514,6 +514,13 @@ class PostgresUnitOfWork(UnitOfWork):
             (tenant, kind, after_key, limit),
         )
         return [(str(k), str(v)) for k, v in rows]
+
+    def delete_records_if_unchanged(
+        self, kind: str, tenant: str, values: Mapping[str, str]
+    ) -> None:
+        # READ COMMITTED re-checks `value` against a row a concurrent writer changed meanwhile.
+        sql = "DELETE FROM records WHERE tenant = %s AND kind = %s AND key = %s AND value = %s"
+        self._send([(sql, (tenant, kind, key, value)) for key, value in values.items()])
 
     # -- event log ------------------------------------------------------------------------
     def append_events(self, events: Sequence[NewEvent], partitions: int, at: float) -> None:

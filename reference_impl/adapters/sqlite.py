@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -380,6 +380,13 @@ class SqliteUnitOfWork(UnitOfWork):
         )
         rows = self._run(lambda c: c.execute(sql, (tenant, kind, after_key, limit)).fetchall())
         return [(str(k), str(v)) for k, v in rows]
+
+    def delete_records_if_unchanged(
+        self, kind: str, tenant: str, values: Mapping[str, str]
+    ) -> None:
+        sql = "DELETE FROM records WHERE tenant = ? AND kind = ? AND key = ? AND value = ?"
+        rows = [(tenant, kind, key, value) for key, value in values.items()]
+        self._run(lambda c: c.executemany(sql, rows))
 
     # -- event log ------------------------------------------------------------------------
     def append_events(self, events: Sequence[NewEvent], partitions: int, at: float) -> None:

@@ -10,19 +10,19 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from reference_impl.api import problems
 from reference_impl.api.deps import GatewayDeps
-from reference_impl.api.gateway import Gateway
+from reference_impl.api.gateway import Gateway, render_json
 from reference_impl.api.metrics import MetricsMiddleware
-from reference_impl.api.models import ID_PATTERN, NewAccount, openapi_body, parse_body
+from reference_impl.api.models import ID_PATTERN, NewAccount, json_body, openapi_body
 from reference_impl.api.payments import payments_router
 from reference_impl.api.problems import Problem, invalid, responses
 from reference_impl.api.settlement import settlement_router
 from reference_impl.core.journal import JournalEntry
-from reference_impl.core.ledger import Account, AccountResult
+from reference_impl.core.ledger import MAX_ID_LENGTH, Account, AccountResult
 from reference_impl.service.ledger import create_accounts_in
 from reference_impl.service.ports import UnitOfWork
 
@@ -50,27 +50,29 @@ def accounts_router(gw: Gateway) -> APIRouter:
         "/v1/accounts",
         status_code=201,
         openapi_extra=openapi_body(NewAccount),
-        responses=responses(401, 409, 413, 422, 429, 503),
+        responses=responses(401, 409, 413, 415, 422, 429, 503),
         summary="Open an account (zero balances)",
     )
     async def create_account(
         request: Request, tenant: Annotated[str, Depends(gw.tenant)]
-    ) -> JSONResponse:
-        body, _ = parse_body(await request.body(), NewAccount)
+    ) -> Response:
+        body, _ = await json_body(request, NewAccount)
         account = Account(
             body.id or gw.deps.new_id(), body.currency, body.overdraft, body.holder_name
         )
 
-        def create(uow: UnitOfWork) -> AccountResult:
+        def create(uow: UnitOfWork) -> tuple[AccountResult, bytes]:
             [code] = create_accounts_in(uow, tenant, [account])
-            return code
+            # Rendered before the commit: an answer that cannot be sent is never committed.
+            return code, render_json(account_body(account))
 
-        code = await gw.in_store(create, commit=True)
+        code, content = await gw.in_store(create, commit=True)
         if code is AccountResult.OK:
-            return JSONResponse(
-                account_body(account),
+            return Response(
+                content,
                 status_code=201,
                 headers={"Location": f"/v1/accounts/{account.id}"},
+                media_type="application/json",
             )
         if code.value.startswith("exists"):
             raise Problem(
@@ -92,7 +94,7 @@ def accounts_router(gw: Gateway) -> APIRouter:
     )
     async def read_account(
         tenant: Annotated[str, Depends(gw.tenant)],
-        account_id: Annotated[str, Path(max_length=255, pattern=ID_PATTERN)],
+        account_id: Annotated[str, Path(max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)],
     ) -> dict[str, Any]:
         def read(uow: UnitOfWork) -> Account | None:
             return uow.get_accounts(tenant, [account_id]).get(account_id)
@@ -144,7 +146,7 @@ def operations_router(gw: Gateway) -> APIRouter:
         responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
     )
     async def metrics() -> Response:
-        return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(gw.metrics_text(), media_type=CONTENT_TYPE_LATEST)
 
     return router
 

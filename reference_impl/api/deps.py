@@ -34,6 +34,12 @@ class GatewayDeps:
     registry: CollectorRegistry | None = None
     """Where /metrics collects from; None gives the app a registry of its own. The runtime passes
     its registry so its queue-lag collectors are exported next to the gateway's."""
+    metrics_dir: str | None = None
+    """prometheus_client's multiprocess directory, when several processes serve one gateway:
+    /metrics then merges every process's counters from it (and still exports `registry`), so
+    one scrape shows the whole service whichever process answers. PROMETHEUS_MULTIPROC_DIR
+    must name the same directory before prometheus_client is imported (the runtime's
+    supervisor sets it for every process it starts)."""
     poll_interval: float = 0.05
     """Seconds between store reads while GET /v1/payments/{id}?wait=... long-polls."""
     max_wait: float = 30.0

@@ -1,20 +1,23 @@
 """The gateway's per-app state and the steps every /v1 request shares: auth, rate limit, store.
 
 One `Gateway` per app holds the deps, the metrics and the in-flight idempotency keys; routes
-get it by closure, not from globals, so two apps in one process never share anything.
+get it by closure, not from globals, so two apps in one process never share anything (unless
+their deps name one multiprocess metrics directory, which is the point of it).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.concurrency import run_in_threadpool
 
 from reference_impl.adapters.rate_limit import RateLimiterUnavailable
@@ -27,6 +30,18 @@ T = TypeVar("T")
 
 STORE_ATTEMPTS = 3
 """A unit of work rolled back by a serialization conflict is retried whole, this many times."""
+
+
+def render_json(body: Any) -> bytes:
+    """A JSON answer's bytes, as JSONResponse renders them; ValueError for NaN or infinity.
+
+    Routes that commit render their answer inside the unit of work, before the commit, so an
+    answer that cannot be rendered rolls the work back instead of failing after it is stored.
+    """
+    return json.dumps(
+        body, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode()
+
 
 _bearer = HTTPBearer(auto_error=False, description="An API key; each key belongs to one tenant.")
 
@@ -60,8 +75,22 @@ class InFlight:
 class Gateway:
     def __init__(self, deps: GatewayDeps) -> None:
         self.deps = deps
-        self.metrics = GatewayMetrics(deps.registry or CollectorRegistry(auto_describe=True))
         self.in_flight = InFlight()
+        own = deps.registry or CollectorRegistry(auto_describe=True)
+        if deps.metrics_dir is None:
+            self.metrics = GatewayMetrics(own)
+            self.exported = [own]
+        else:
+            # This process's metrics go to its files in the directory, and /metrics reads every
+            # process's files back: the registry that holds them is never exported itself.
+            self.metrics = GatewayMetrics(CollectorRegistry())
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged, path=deps.metrics_dir)  # type: ignore[no-untyped-call]
+            self.exported = [merged, own]
+
+    def metrics_text(self) -> bytes:
+        """The Prometheus text of every exported registry, for GET /metrics."""
+        return b"".join(generate_latest(registry) for registry in self.exported)
 
     def tenant(
         self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]

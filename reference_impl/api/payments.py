@@ -1,21 +1,25 @@
 """POST /v1/payments (idempotent accept) and GET /v1/payments/{id} (with long-poll).
 
 Accept order: auth (401) and rate limit (429) in the tenant dependency, then the
-Idempotency-Key header (400), the body (422), the in-flight check (409), and finally
-service.accept.accept_payment in one unit of work, committed before the 202 goes out.
+Idempotency-Key header (400), the body's media type (415), size (413) and content (422), the
+in-flight check (409), and finally service.accept.accept_payment in one unit of work, committed
+before the 202 goes out. The answer is rendered before the commit, so nothing that can fail runs
+between the commit and the answer.
 """
 
 # No `from __future__ import annotations`: FastAPI reads these signatures at definition time,
 # and they close over the app's Gateway, which a string annotation could not resolve.
+import logging
 from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
-from reference_impl.api.gateway import Gateway
-from reference_impl.api.models import ID_PATTERN, NewPayment, openapi_body, parse_body
+from reference_impl.api.gateway import Gateway, render_json
+from reference_impl.api.models import ID_PATTERN, NUL_RULE, NewPayment, json_body, openapi_body
 from reference_impl.api.problems import Problem, invalid, responses
+from reference_impl.core.ledger import MAX_ID_LENGTH
 from reference_impl.core.payments import TERMINAL, Payment
 from reference_impl.service.accept import (
     Acceptance,
@@ -29,6 +33,30 @@ from reference_impl.service.ports import UnitOfWork
 
 MAX_KEY_LENGTH = 255
 
+log = logging.getLogger(__name__)
+
+
+def _idempotency_key(values: list[str]) -> str:
+    """The one Idempotency-Key header's value, or 400.
+
+    Checked by hand, not by Header(min_length=...), so a bad key is a 400, not a 422. Two
+    headers are refused rather than one picked: a proxy that merges them into "a, b" would
+    silently make a new key, and with it a second payment.
+    """
+    if len(values) > 1:
+        raise _bad_key(f"exactly one header required, got {len(values)}")
+    key = values[0] if values else ""
+    if not key or len(key) > MAX_KEY_LENGTH:
+        got = f"{len(key)} characters" if key else "none"
+        raise _bad_key(f"header of 1 to {MAX_KEY_LENGTH} characters required, got {got}")
+    if "\x00" in key:
+        raise _bad_key(NUL_RULE)
+    return key
+
+
+def _bad_key(detail: str) -> Problem:
+    return Problem(400, "idempotency-key", "Bad request", f"Idempotency-Key: {detail}")
+
 
 def payments_router(gw: Gateway) -> APIRouter:
     router = APIRouter()
@@ -39,28 +67,21 @@ def payments_router(gw: Gateway) -> APIRouter:
         "/v1/payments",
         status_code=202,
         openapi_extra=openapi_body(NewPayment),
-        responses=responses(400, 401, 409, 413, 422, 429, 503),
+        responses=responses(400, 401, 409, 413, 415, 422, 429, 503),
         summary="Accept a payment (idempotent per Idempotency-Key)",
     )
     async def create_payment(
         request: Request,
         tenant: Annotated[str, Depends(gw.tenant)],
+        # Declared for the OpenAPI schema; read from the raw headers to see every copy of it.
         idempotency_key: Annotated[
             str | None,
             Header(alias="Idempotency-Key", description="1 to 255 characters; required"),
         ] = None,
-    ) -> JSONResponse:
-        # Checked by hand, not by Header(min_length=...), so a bad key is a 400, not a 422.
-        if not idempotency_key or len(idempotency_key) > MAX_KEY_LENGTH:
-            got = f"{len(idempotency_key)} characters" if idempotency_key else "none"
-            raise Problem(
-                400,
-                "idempotency-key",
-                "Bad request",
-                f"Idempotency-Key: header of 1 to {MAX_KEY_LENGTH} characters required, got {got}",
-            )
+    ) -> Response:
+        key = _idempotency_key(request.headers.getlist("idempotency-key"))
         try:
-            body, request_hash = parse_body(await request.body(), NewPayment)
+            body, request_hash = await json_body(request, NewPayment)
         except Problem:
             outcomes.labels("invalid").inc()
             raise
@@ -74,19 +95,21 @@ def payments_router(gw: Gateway) -> APIRouter:
         )
         payment_id = deps.new_id()
 
-        def accept(uow: UnitOfWork) -> Acceptance:
-            return accept_payment(
+        def accept(uow: UnitOfWork) -> tuple[Acceptance, bytes]:
+            acceptance = accept_payment(
                 uow,
                 tenant,
-                idempotency_key,
+                key,
                 payment_request,
                 request_hash,
                 payment_id,
                 deps.clock.now(),
                 deps.payments,
             )
+            # Rendered before the commit: an answer that cannot be sent is never committed.
+            return acceptance, render_json(acceptance.body)
 
-        with gw.in_flight.claim(tenant, idempotency_key) as claimed:
+        with gw.in_flight.claim(tenant, key) as claimed:
             if not claimed:
                 outcomes.labels("in_flight").inc()
                 raise Problem(
@@ -97,7 +120,7 @@ def payments_router(gw: Gateway) -> APIRouter:
                     headers={"Retry-After": "1"},
                 )
             try:
-                acceptance = await gw.in_store(accept, commit=True)
+                acceptance, content = await gw.in_store(accept, commit=True)
             except InvalidPayment as e:
                 outcomes.labels("invalid").inc()
                 raise invalid([{"field": e.field, "in": "body", "rule": e.rule}]) from e
@@ -109,15 +132,26 @@ def payments_router(gw: Gateway) -> APIRouter:
                     "Idempotency key reused",
                     "Idempotency-Key: already used with a different request body",
                 ) from e
+        # Committed: from here on nothing may fail, or the client would never learn the id.
         headers = {"Location": f"/v1/payments/{acceptance.body['id']}"}
         if acceptance.replayed:
-            outcomes.labels("replayed").inc()
             headers["Idempotency-Replay"] = "true"
-        else:
-            outcomes.labels("accepted").inc()
-            if deps.notify is not None:
+        _after_commit(acceptance.replayed)
+        return Response(
+            content,
+            status_code=acceptance.status_code,
+            headers=headers,
+            media_type="application/json",
+        )
+
+    def _after_commit(replayed: bool) -> None:
+        """Count the outcome and wake the workers; a failure here is logged, never answered."""
+        try:
+            outcomes.labels("replayed" if replayed else "accepted").inc()
+            if not replayed and deps.notify is not None:
                 deps.notify()
-        return JSONResponse(acceptance.body, status_code=acceptance.status_code, headers=headers)
+        except Exception:
+            log.exception("after a committed payment: metrics or wake-up failed")
 
     @router.get(
         "/v1/payments/{payment_id}",
@@ -126,7 +160,7 @@ def payments_router(gw: Gateway) -> APIRouter:
     )
     async def read_payment(
         tenant: Annotated[str, Depends(gw.tenant)],
-        payment_id: Annotated[str, Path(max_length=255, pattern=ID_PATTERN)],
+        payment_id: Annotated[str, Path(max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)],
         wait: Annotated[float, Query(ge=0, le=deps.max_wait, allow_inf_nan=False)] = 0.0,
     ) -> dict[str, Any]:
         def read(uow: UnitOfWork) -> Payment | None:

@@ -12,7 +12,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from reference_impl.api.gateway import Gateway
-from reference_impl.api.problems import responses
+from reference_impl.api.models import NUL_RULE
+from reference_impl.api.problems import invalid, responses
 from reference_impl.service.ports import UnitOfWork
 from reference_impl.service.settlement import list_breaks, list_settlements
 
@@ -27,6 +28,9 @@ def settlement_router(gw: Gateway) -> APIRouter:
     async def page(
         tenant: str, name: str, lister: Lister, after: str, limit: int
     ) -> dict[str, Any]:
+        if "\x00" in after:  # PostgreSQL text cannot hold it: a 422, not a store error
+            raise invalid([{"field": "after", "in": "query", "rule": NUL_RULE}])
+
         def read(uow: UnitOfWork) -> list[dict[str, Any]]:
             return lister(uow, tenant, after, limit)
 

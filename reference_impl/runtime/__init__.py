@@ -149,6 +149,7 @@ class Runtime:
                 self.payments_config,
                 c.settlement_cutoff,
                 c.partner_day,
+                c.tenants,
                 self._on_commit,
             )
             loop = ConsumerLoop(group, self.store, [member], self.wakeup, self.clock)

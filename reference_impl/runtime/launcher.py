@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-READY_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 90.0
 _STARTED = re.compile(r"^started (\S+) pid (\d+)$")
 
 

@@ -5,46 +5,61 @@ manager, app built by `gateway_app` from the config in the environment) plus wor
 N payments workers, members of the "payments" consumer group that share its partitions by claims
 in the store (service/groups.py), one settlement worker and one projector (reporting). Every
 child gets the same `RuntimeConfig` as JSON in `TESTBED_RUNTIME`, so they agree on store,
-tenants and partitions, and names itself in its process title (`testbed: payments worker 1`).
+tenants and partitions, and a metrics directory of its own in `PROMETHEUS_MULTIPROC_DIR`
+(prometheus_client's multiprocess mode), so any gateway process's /metrics counts every
+process; each names its role in its process title (`testbed: payments worker 1`).
 
 The supervisor restarts a worker process that dies (a crash loses nothing: the replacement
 resumes from the committed offsets) and stops everything in order on SIGTERM/SIGINT: first the
 gateway (stop accepting, finish in-flight requests), then the workers (finish and commit the
-current batch).
+current batch). If the supervisor itself is SIGKILLed, every child dies with it (lifeline.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from reference_impl.runtime import Runtime, RuntimeConfig
+from reference_impl.runtime import Runtime, RuntimeConfig, lifeline
+from reference_impl.runtime.metrics import PublishedWorkerCounters
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
 ENV = "TESTBED_RUNTIME"
+METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus_client's multiprocess directory: every child writes its metrics there."""
 STOP_TIMEOUT_S = 35.0
 _RESTART_DELAY_S = 0.5
 
 
 def gateway_app() -> FastAPI:
-    """The uvicorn factory for gateway processes (`--factory`)."""
+    """The uvicorn factory for gateway processes (`--factory`).
+
+    Under `--workers N` uvicorn's manager spawns these processes itself, so they arm their own
+    lifeline here: they die with the manager, which dies with the supervisor.
+    """
     from reference_impl.api import create_app
 
     set_title("gateway")
+    manager = multiprocessing.parent_process()
+    if manager is not None and manager.pid is not None:
+        lifeline.die_with_parent(manager.pid)
+
     runtime = Runtime.open(RuntimeConfig.from_json(os.environ[ENV]))
-    return create_app(runtime.gateway_deps())
+    return create_app(replace(runtime.gateway_deps(), metrics_dir=os.environ.get(METRICS_ENV)))
 
 
 def set_title(role: str) -> None:
@@ -71,11 +86,14 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     runtime = Runtime.open(RuntimeConfig.from_json(os.environ[ENV]))
     runtime.start_workers(args.group)
+    counters = PublishedWorkerCounters(runtime.loops)  # for the gateway processes' /metrics
     parent = os.getppid()
     while not stop.wait(0.5):
+        counters.publish()
         if os.getppid() != parent:  # the supervisor is gone: never run unsupervised
             break
     ok = runtime.stop_workers()
+    counters.publish()
     runtime.close()
     return 0 if ok else 1
 
@@ -89,7 +107,7 @@ class Child:
     started_at: float = 0.0
 
     def start(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(self.argv, env=env)
+        self.proc = subprocess.Popen(lifeline.command(self.argv), env=env)
         self.started_at = time.monotonic()
         print(f"started {self.name} pid {self.proc.pid}", flush=True)
 
@@ -132,7 +150,11 @@ class Supervisor:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         set_title("supervisor")
-        env = {**os.environ, ENV: self.config.to_json()}
+        with tempfile.TemporaryDirectory(prefix="testbed-metrics-") as metrics_dir:
+            env = {**os.environ, ENV: self.config.to_json(), METRICS_ENV: metrics_dir}
+            return self._supervise(env)
+
+    def _supervise(self, env: dict[str, str]) -> int:
         for child in self.children:
             child.start(env)
         gateway = self.children[0]

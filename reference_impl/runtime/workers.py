@@ -48,6 +48,7 @@ def build_member(
     payments: PaymentsConfig,
     cutoff: float,
     partner_day: float,
+    tenants: Sequence[str],
     on_commit: Callable[[Sequence[Any]], None],
 ) -> Member:
     """One member of `group` for this process."""
@@ -55,7 +56,7 @@ def build_member(
     if group == "payments":
         return payments_member(me, clock, settings, payments, ScreeningRules(), on_commit)
     if group == "reporting":
-        return reporting_member(me, clock, settings, on_commit)
+        return reporting_member(me, clock, settings, on_commit, purge_tenants=tenants)
     if group == "settlement":
         config = SettlementConfig(partitions=settings.partitions)
         partners = [

@@ -33,6 +33,7 @@ from reference_impl.service.consumer import (
 )
 from reference_impl.service.consumer_bugs import strategies
 from reference_impl.service.groups import Identity
+from reference_impl.service.idempotency import purge_expired
 from reference_impl.service.payments import (
     PAYMENTS_GROUP,
     PAYMENTS_HANDLES,
@@ -76,6 +77,9 @@ CLOSE_STAGE = "settlement-close"
 """`Work` of a cut-off: per payment of the batches it closes and sends."""
 STATEMENT_STAGE = "statement"
 """`Work` of reconciling a statement: per line."""
+PURGE_INTERVAL = 10.0
+"""Seconds between sweeps of expired idempotency keys."""
+PURGE_PAGES = 5
 SETTLEMENT_LINGER = 0.5
 """Seconds between the settlement group's fetches: settlement works at cut-offs seconds apart,
 so it takes few large batches rather than many small ones."""
@@ -136,13 +140,45 @@ def payments_member(
 
 
 def reporting_member(
-    identity: Identity, clock: Clock, settings: GroupSettings, on_commit: OnCommit | None = None
+    identity: Identity,
+    clock: Clock,
+    settings: GroupSettings,
+    on_commit: OnCommit | None = None,
+    purge_tenants: Sequence[str] = (),
 ) -> Member:
+    """The projector; it also purges the expired idempotency keys of `purge_tenants`, as the
+    one member of a deployment that always runs and writes little."""
+
     def handle(uow: UnitOfWork, events: Sequence[LoggedEvent], now: float) -> Sequence[Any]:
         return handle_reporting_events(uow, events)
 
     spec = settings.spec(REPORTING_GROUP, REPORTING_TOPICS, REPORTING_HANDLES)
-    return Member(replace(spec, exclusive=True), identity, clock, handle, on_commit=on_commit)
+    tasks = []
+    if purge_tenants:
+        cursors = dict.fromkeys(purge_tenants, "")
+        tasks.append(Task("idempotency-purge", PURGE_INTERVAL, partial(_purge, cursors=cursors)))
+    return Member(
+        replace(spec, exclusive=True), identity, clock, handle, on_commit=on_commit, tasks=tasks
+    )
+
+
+def _purge(member: Member, cursors: dict[str, str]) -> StepRun:
+    """Sweep each tenant's idempotency keys a page per unit of work, resuming where the last
+    run stopped, at most `PURGE_PAGES` pages per tenant per run."""
+    for tenant in cursors:
+        for _ in range(PURGE_PAGES):
+            cursor, _purged = yield Write(
+                partial(_purge_page, tenant=tenant, after=cursors[tenant], now=member.clock.now)
+            )
+            cursors[tenant] = cursor
+            if not cursor:  # back at the first key: the rest waits for the next run
+                break
+
+
+def _purge_page(
+    uow: UnitOfWork, tenant: str, after: str, now: Callable[[], float]
+) -> tuple[str, int]:
+    return purge_expired(uow, tenant, after, now())
 
 
 def settlement_member(

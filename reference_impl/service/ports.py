@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import zlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
@@ -152,6 +152,16 @@ class UnitOfWork(abc.ABC):
         self, kind: str, tenant: str, after_key: str = "", limit: int = 1000
     ) -> list[tuple[str, str]]:
         """(key, value) pairs of one kind and tenant with key > after_key, ordered by key."""
+
+    @abc.abstractmethod
+    def delete_records_if_unchanged(
+        self, kind: str, tenant: str, values: Mapping[str, str]
+    ) -> None:
+        """Delete each record of `values` (key -> value) whose value is still exactly that.
+
+        A record rewritten since it was read stays: a sweep that read an expired record never
+        deletes the fresh one a concurrent request put in its place.
+        """
 
     # -- event log ------------------------------------------------------------------------
     @abc.abstractmethod

@@ -23,6 +23,7 @@ from test_serve_load import (
     retry_unacknowledged,
     run_clients,
     serve,
+    wait_for_acks,
 )
 
 store_url = test_serve_load.store_url  # the fixture: each test on SQLite and on PostgreSQL
@@ -38,7 +39,7 @@ def wait_for(predicate: object, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_kill_9_of_worker_processes_mid_stream_loses_and_duplicates_nothing(
     store_url: str,
 ) -> None:
@@ -54,15 +55,15 @@ def test_kill_9_of_worker_processes_mid_stream_loses_and_duplicates_nothing(
         clients.start()
         try:
             for name in ("payments-1", "reporting", "payments-1", "settlement"):
-                time.sleep(0.7)
-                os.kill(server.pids()[name], signal.SIGKILL)
+                # Each kill lands mid-stream: more payments came in since the previous one.
+                wait_for_acks(ledger, len(ledger.acked) + 15)
                 old = server.pids()[name]
-                wait_for(lambda n=name, o=old: server.pids()[n] != o, 10, f"{name} restarted")
-            time.sleep(0.7)
+                os.kill(old, signal.SIGKILL)
+                wait_for(lambda n=name, o=old: server.pids()[n] != o, 60, f"{name} restarted")
+            wait_for_acks(ledger, len(ledger.acked) + 15)  # and traffic goes on after them
         finally:
             stop.set()
-            clients.join(30)
-        assert len(ledger.acked) > 50
+            clients.join(60)
         drain(server.url)
         statuses = audit(server.url, ledger)
         assert server.stop() == 0, server.output
@@ -71,7 +72,7 @@ def test_kill_9_of_worker_processes_mid_stream_loses_and_duplicates_nothing(
     check_projection(store_url)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_kill_9_of_the_whole_server_then_restart_loses_nothing_acknowledged(
     store_url: str,
 ) -> None:
@@ -79,15 +80,16 @@ def test_kill_9_of_the_whole_server_then_restart_loses_nothing_acknowledged(
     stop = threading.Event()
     with serve(store_url) as server:
         open_accounts(server.url, ledger, funds=50_000)
+        funded = len(ledger.acked)
         clients = threading.Thread(
             target=run_clients, args=(server.url, ledger, 6, 10_000, 4, stop, 3)
         )
         clients.start()
-        time.sleep(1.5)
+        wait_for_acks(ledger, funded + 20)
         server.kill()  # gateway and workers die together, mid-request and mid-batch
         stop.set()
-        clients.join(30)
-    assert len(ledger.acked) > 20
+        clients.join(60)
+    assert not clients.is_alive()
     with serve(store_url) as server:
         retry_unacknowledged(server.url, ledger)
         drain(server.url)

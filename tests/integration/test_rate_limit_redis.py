@@ -1,8 +1,9 @@
 """The Redis token bucket against the real Redis (the `redis_url` fixture: skips when Redis is
 down, fails instead under TESTBED_REQUIRE_SERVICES=1).
 
-The script reads the Redis server's clock, so refill is checked with short real sleeps and
-generous bounds; atomicity is checked by many threads racing for one bucket.
+The script reads the Redis server's clock, so refill is checked by its order (never before
+retry_after, eventually after it) under generous deadlines, and refusals with rates so slow that
+no machine is slow enough to refill in between; atomicity by many threads racing for one bucket.
 """
 
 from __future__ import annotations
@@ -38,19 +39,34 @@ def prefix(client: redis.Redis) -> Iterator[str]:
 
 
 def test_burst_then_refusal_with_retry_after(client: redis.Redis, prefix: str) -> None:
-    bucket = RedisTokenBucket(client, rate=2.0, burst=3, prefix=prefix)
+    # A slow refill (one token per 100 s), so however slowly this machine runs the calls, the
+    # bucket cannot refill in between: the answer is fixed, only retry_after shrinks with time.
+    bucket = RedisTokenBucket(client, rate=0.01, burst=3, prefix=prefix)
+    started = time.monotonic()
     assert [bucket.allow("acme")[0] for _ in range(3)] == [True, True, True]
     allowed, retry_after = bucket.allow("acme")
+    elapsed = time.monotonic() - started
     assert not allowed
-    assert 0.3 < retry_after <= 0.5  # one token at 2/s, less the moments already elapsed
+    # One token at 0.01/s is 100 s, less what elapsed since the first token was taken.
+    assert 100.0 - elapsed - 0.01 <= retry_after <= 100.0
 
 
-def test_tokens_refill_at_the_rate(client: redis.Redis, prefix: str) -> None:
-    bucket = RedisTokenBucket(client, rate=10.0, burst=1, prefix=prefix)
+def test_tokens_refill_at_the_rate_and_never_early(client: redis.Redis, prefix: str) -> None:
+    bucket = RedisTokenBucket(client, rate=2.0, burst=1, prefix=prefix)
     assert bucket.allow("acme") == (True, 0.0)
-    assert bucket.allow("acme")[0] is False
-    time.sleep(0.15)
-    assert bucket.allow("acme")[0] is True
+    deadline = time.monotonic() + 30.0
+    while True:  # a slow machine may refill between calls: take tokens until one is refused
+        refused_from = time.monotonic()
+        allowed, retry_after = bucket.allow("acme")
+        if not allowed:
+            break
+        assert time.monotonic() < deadline, "never refused"
+    assert 0.0 < retry_after <= 0.5
+    while not bucket.allow("acme")[0]:
+        assert time.monotonic() < deadline, "the bucket never refilled"
+        time.sleep(0.02)
+    # Order, not speed: the token came back no sooner than retry_after said.
+    assert time.monotonic() - refused_from >= retry_after - 0.01
 
 
 def test_buckets_are_per_tenant_and_keyed_by_prefix(client: redis.Redis, prefix: str) -> None:

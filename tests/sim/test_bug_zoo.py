@@ -12,11 +12,11 @@ from reference_impl.bugs import BUGS, UnknownBug, enabled
 from reports.audit import AuditResult
 from scenarios.loader import load_scenario
 from scenarios.schema import Scenario
-from testbed.seeds import audit_seed
+from testbed.judge import audit_seed
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_SEEDS = 200
-CLEAN_SEEDS = 2
+CLEAN_SEEDS = 20
 
 ZOO = {
     # bug: (scenario, violation kind the audit must report)
@@ -29,7 +29,7 @@ ZOO = {
     "async-replication-failover": ("scenarios/catalog/zoo-failover.yaml", "lost"),
     "lost-update": ("scenarios/quickstart.yaml", "conservation"),
     "float-money": ("scenarios/quickstart.yaml", "conservation"),
-    "double-compensation": ("scenarios/catalog/zoo-failing-disk.yaml", "phantom"),
+    "double-compensation": ("scenarios/catalog/zoo-poison.yaml", "phantom"),
 }
 
 

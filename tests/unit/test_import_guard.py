@@ -1,8 +1,14 @@
-"""The dependency rule of DESIGN.md section 3, enforced on the source.
+"""The dependency rules of the README's layout, enforced on the source.
 
 `core` imports only the standard library and `core`; `service` imports only the standard library,
 `core` and `service`. Neither imports simpy, fastapi, sqlalchemy, psycopg, redis, locust, nor the
 standard library's clock and randomness (`time`, `random`, `uuid`): those are passed in.
+
+Between the top-level packages the layering is one-way: the reference implementation imports
+none of the testbed around it; `reports` (the audit) reads only the run record, never the code
+that wrote it; `sim` and `loadtest` never import the command line (`testbed`). Within `testbed`
+and `reports`, no two modules import each other, directly or in a loop, even lazily inside a
+function (imports under `if TYPE_CHECKING:` never run and do not count for loops).
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ import ast
 import shutil
 import sys
 import textwrap
+from collections import deque
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -27,15 +35,18 @@ ALLOWED_PACKAGES = {
 }
 
 
-def imported_names(tree: ast.AST, module: str, is_package: bool) -> list[tuple[ast.AST, str]]:
+def imported_names(
+    tree: ast.AST, module: str, is_package: bool, runtime_only: bool = False
+) -> list[tuple[ast.AST, str]]:
     """(statement, dotted name) of every import in `tree`, relative ones resolved to absolute.
 
     `from a.b import c` yields `a.b.c`, so `from reference_impl import adapters` is caught;
-    `importlib.import_module("x")` and `__import__("x")` count as imports of `x`.
+    `importlib.import_module("x")` and `__import__("x")` count as imports of `x`. With
+    `runtime_only`, imports in the body of an `if TYPE_CHECKING:` are left out.
     """
     package = module if is_package else module.rpartition(".")[0]
     found: list[tuple[ast.AST, str]] = []
-    for node in ast.walk(tree):
+    for node in _walk(tree, runtime_only):
         if isinstance(node, ast.Import):
             found += [(node, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -57,6 +68,23 @@ def imported_names(tree: ast.AST, module: str, is_package: bool) -> list[tuple[a
     return found
 
 
+def _walk(tree: ast.AST, runtime_only: bool) -> Iterator[ast.AST]:
+    """ast.walk, breadth first, optionally skipping what only type checkers read."""
+    todo = deque([tree])
+    while todo:
+        node = todo.popleft()
+        yield node
+        if runtime_only and isinstance(node, ast.If) and _is_type_checking(node.test):
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    name = test.attr if isinstance(test, ast.Attribute) else getattr(test, "id", "")
+    return name == "TYPE_CHECKING"
+
+
 def _is_dynamic_import(func: ast.expr) -> bool:
     name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
     return name in ("__import__", "import_module")
@@ -70,7 +98,7 @@ def import_violations(source: str, module: str, layer: str, is_package: bool = F
         top = name.split(".")[0]
         own = any(name == p or name.startswith(p + ".") for p in allowed)
         if top in FORBIDDEN:
-            why = "forbidden in core and service (DESIGN.md section 3)"
+            why = "forbidden in core and service (clock, ids and randomness are passed in)"
         elif own or top in sys.stdlib_module_names:
             continue
         elif top == "reference_impl":
@@ -222,9 +250,142 @@ def test_scan_fails_on_a_copy_with_a_forbidden_import(tmp_path: Path) -> None:
     assert len(messages) == 2
     assert messages[0].startswith("reference_impl.core.ledger, line ")
     assert messages[0].endswith(
-        ": `import uuid` imports uuid: forbidden in core and service (DESIGN.md section 3)"
+        ": `import uuid` imports uuid: forbidden in core and service (clock, ids and randomness "
+        "are passed in)"
     )
     assert messages[1] == (
         "reference_impl.service.ports, line 1: `import sqlalchemy` imports sqlalchemy: "
-        "forbidden in core and service (DESIGN.md section 3)"
+        "forbidden in core and service (clock, ids and randomness are passed in)"
     )
+
+
+# -- one-way layering between the top-level packages -------------------------------------------
+
+SOURCE_ROOT = PACKAGE_ROOT.parent
+FIRST_PARTY = ("reference_impl", "scenarios", "sim", "loadtest", "reports", "testbed")
+MAY_NOT_IMPORT: Mapping[str, tuple[str, ...]] = {
+    "reference_impl": ("scenarios", "sim", "loadtest", "reports", "testbed"),
+    "scenarios": ("sim", "loadtest", "reports", "testbed"),
+    "reports": ("reference_impl", "sim", "loadtest", "testbed"),
+    "sim": ("loadtest", "testbed"),
+    "loadtest": ("testbed",),
+}
+"""What each package must never import; `testbed`, the command line, may import them all."""
+NO_CYCLES = ("reports", "testbed")
+
+
+def package_modules(root: Path, package: str) -> list[tuple[str, Path]]:
+    """(dotted module name, path) of every module of the top-level `package` under `root`."""
+    modules = []
+    for path in sorted((root / package).rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        modules.append((".".join(parts[:-1] if parts[-1] == "__init__" else parts), path))
+    return modules
+
+
+def layering_violations(source: str, module: str, is_package: bool = False) -> list[str]:
+    forbidden = MAY_NOT_IMPORT.get(module.split(".")[0], ())
+    messages = []
+    for node, name in imported_names(ast.parse(source), module, is_package):
+        if name.split(".")[0] in forbidden:
+            line = getattr(node, "lineno", 0)
+            messages.append(
+                f"{module}, line {line}: `{ast.unparse(node)}` imports {name}: "
+                f"{module.split('.')[0]} may not import {', '.join(forbidden)}"
+            )
+    return messages
+
+
+PACKAGE_MODULES = [
+    (m, p)
+    for package in FIRST_PARTY
+    if (SOURCE_ROOT / package).is_dir()
+    for m, p in package_modules(SOURCE_ROOT, package)
+]
+
+
+@pytest.mark.parametrize(("module", "path"), PACKAGE_MODULES, ids=[m for m, _ in PACKAGE_MODULES])
+def test_packages_import_only_downward(module: str, path: Path) -> None:
+    source = path.read_text(encoding="utf-8")
+    violations = layering_violations(source, module, path.name == "__init__.py")
+    assert not violations, "\n".join(violations)
+
+
+def import_graph(modules: list[tuple[str, Path]]) -> dict[str, set[str]]:
+    """module -> the modules of `modules` it imports when it runs (TYPE_CHECKING aside)."""
+    known = {m for m, _ in modules}
+    graph: dict[str, set[str]] = {m: set() for m in known}
+    for module, path in modules:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for _, name in imported_names(tree, module, path.name == "__init__.py", True):
+            while name and name not in known:  # `from a.b import c`: c may be a name in a.b
+                name = name.rpartition(".")[0]
+            if name and name != module:
+                graph[module].add(name)
+    return graph
+
+
+def import_cycles(graph: Mapping[str, set[str]]) -> list[list[str]]:
+    """Every loop of imports, as the sorted modules of each strongly connected component."""
+    reaches = {m: _reachable(graph, m) for m in graph}
+    loops = {
+        tuple(sorted(m for m in reaches[a] if a in reaches[m])) for a in graph if a in reaches[a]
+    }
+    return sorted(list(loop) for loop in loops)
+
+
+def _reachable(graph: Mapping[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = list(graph[start])
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(graph.get(module, ()))
+    return seen
+
+
+@pytest.mark.parametrize("package", NO_CYCLES)
+def test_no_two_modules_of_the_package_import_each_other(package: str) -> None:
+    graph = import_graph(package_modules(SOURCE_ROOT, package))
+    assert import_cycles(graph) == []
+
+
+# -- the layering checks themselves can fail -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "name"),
+    [
+        ("reports.audit", "from reference_impl.core.journal import JournalEntry", "reference_impl"),
+        ("reports.audit", "def f():\n    from sim import export", "sim"),
+        ("sim.bench", "from testbed.judge import judge_seed", "testbed"),
+        ("reference_impl.runtime", "import scenarios.schema", "scenarios"),
+        ("loadtest.users", "from testbed import run", "testbed"),
+    ],
+)
+def test_layering_checker_names_the_upward_import(module: str, source: str, name: str) -> None:
+    [message] = layering_violations(source, module)
+    assert message.startswith(f"{module}, line ")
+    assert f"` imports {name}" in message
+
+
+def test_layering_checker_allows_downward_imports() -> None:
+    assert layering_violations("from reports.audit import audit", "testbed.run") == []
+    assert layering_violations("from scenarios.schema import Scenario", "sim.run") == []
+    assert layering_violations("from reference_impl.bugs import BUGS", "scenarios.schema") == []
+
+
+def test_cycle_finder_sees_a_lazy_loop_but_not_a_type_checking_one(tmp_path: Path) -> None:
+    package = tmp_path / "testbed"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from testbed.b import x\n")
+    (package / "b.py").write_text("def f():\n    from testbed.a import y\nx = 1\n")
+    (package / "c.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from testbed.a import y\n"
+        "from testbed import b\n"
+    )
+    graph = import_graph(package_modules(tmp_path, "testbed"))
+    assert graph["testbed.c"] == {"testbed.b"}
+    assert import_cycles(graph) == [["testbed.a", "testbed.b"]]

@@ -1,4 +1,4 @@
-"""The ledger rules of DESIGN.md section 4, one result code at a time.
+"""The ledger rules (docs/ledger.md), one result code at a time.
 
 Every refusal is checked the same way (`Ledger.refused`): the result codes are exactly the ones
 expected, and no account balance, stored transfer or journal entry changed.

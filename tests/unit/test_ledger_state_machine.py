@@ -1,6 +1,6 @@
 """Random batches against the ledger, checked against an independent model after every step.
 
-The model below is a plain-dict reimplementation of DESIGN.md section 4 written for this test; it
+The model below is a plain-dict reimplementation of docs/ledger.md written for this test; it
 never calls the core. Hypothesis drives both with the same batches (new transfers, two-phase
 settlements, repeats of earlier transfers as they were and with a changed field, id conflicts,
 linked chains, invalid inputs) through `submit_transfers` on a MemoryStore, and the invariants

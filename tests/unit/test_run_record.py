@@ -24,6 +24,7 @@ from reference_impl.core.ledger import (
     TransferKind,
     TransferResult,
 )
+from reference_impl.core.settlement import BreakKind
 from reference_impl.service.ledger import (
     create_accounts,
     read_balances,
@@ -119,6 +120,28 @@ def test_same_input_gives_byte_identical_files(tmp_path: Path) -> None:
     assert first == files(tmp_path / "b")
     write_run_record(tmp_path / "a", tables=tables(), meta=META, scenario_yaml="x: 1\n")
     assert files(tmp_path / "a") == first
+
+
+@pytest.mark.parametrize("kind", [k.value for k in BreakKind])
+def test_every_break_kind_the_settlement_core_emits_can_be_recorded_and_audited(
+    tmp_path: Path, kind: str
+) -> None:
+    given = tables()
+    # As the settlement worker stores a line for no payment it sent: no batch, kind `unknown`.
+    given["breaks"] = pd.DataFrame(
+        {
+            "break_id": ["st-1:00000"],
+            "partner": ["bank-a"],
+            "batch_id": [""],
+            "payment_id": ["zz"],
+            "kind": [kind],
+            "detail": ["credit line for a payment not sent to bank-a in EUR"],
+        }
+    )
+    write_run_record(tmp_path, tables=given, meta=META, scenario_yaml="")
+    record = load_run(tmp_path)
+    assert record.breaks["kind"].tolist() == [kind]
+    assert not [v for v in audit(record).violations if "unclassified" in v.detail]
 
 
 def test_meta_is_sorted_json_with_the_record_version(tmp_path: Path) -> None:

@@ -4,9 +4,14 @@ partner routing and the bank partner simulator."""
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -324,11 +329,47 @@ def test_a_line_for_a_payment_we_did_not_send_is_unknown() -> None:
     assert accounted(st, 0, list(rec.breaks))
 
 
-def test_reconciliation_is_deterministic() -> None:
-    st = statement([line("a", 95), line("a", 5, FEE), line("c", 10), line("c", 10)])
-    assert reconcile_statement(st, items(a=100, b=1, c=10)) == reconcile_statement(
-        st, items(a=100, b=1, c=10)
+# -- determinism across processes ---------------------------------------------------------------
+# Python salts str hashes per process (PYTHONHASHSEED): code that let a set's or a dict-of-hash
+# order decide break ids, line order or which item is missing gives the same answer twice in one
+# process and a different one in the next. So the same input is reconciled in fresh interpreters
+# with different hash seeds, and every answer must be the one this process computes.
+HASH_SEEDS = ("0", "1", "2", "3")
+
+
+def in_fresh_processes(sample: str) -> set[str]:
+    """What this module's `sample()` prints, once per hash seed, each in a new interpreter."""
+    here = str(Path(__file__).parent)
+    code = (
+        f"import sys; sys.path.insert(0, {here!r}); "
+        f"import test_settlement as t; print(t.{sample}())"
     )
+    outputs = set()
+    for seed in HASH_SEEDS:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.add(done.stdout)
+    return outputs
+
+
+def reconciliation_sample() -> str:
+    """A statement with every kind of break, several missing payments among them."""
+    lines = [line("a", 95), line("a", 5, FEE), line("c", 10), line("c", 10), line("zz", 7),
+             line("yy", 3), line("d", 4), line("d", -4, REVERSAL)]  # fmt: skip
+    sent = items(a=100, b=1, c=10, d=4, e=2, f=3, g=8, h=5)
+    return reconcile_statement(statement(lines), sent).to_json()
+
+
+def test_reconciliation_is_the_same_in_every_process() -> None:
+    expected = reconciliation_sample()
+    assert len(json.loads(expected)["breaks"]) >= 6  # the sample exercises many breaks
+    assert in_fresh_processes("reconciliation_sample") == {expected + "\n"}
 
 
 # -- routing -----------------------------------------------------------------------------------
@@ -376,23 +417,28 @@ def test_a_perfect_partner_books_every_payment_on_the_days_statement() -> None:
     assert (next_day.opening_balance, next_day.closing_balance, next_day.lines) == (300, 300, ())
 
 
-def test_the_simulator_is_deterministic_given_its_rng() -> None:
-    def run(seed: int) -> list[Statement]:
-        sim = simulator(
-            seed,
-            late_probability=0.3,
-            duplicate_line_probability=0.3,
-            missing_line_probability=0.3,
-            fee_probability=0.3,
-            fee_amount=3,
-            reversal_probability=0.3,
-        )
-        for seq in range(1, 4):
-            sim.submit(sent_batch(10, seq=seq), 10.0 * seq)
-        return sim.statements(1_000.0)
+def simulated_statements(seed: int) -> list[Statement]:
+    sim = simulator(
+        seed,
+        late_probability=0.3,
+        duplicate_line_probability=0.3,
+        missing_line_probability=0.3,
+        fee_probability=0.3,
+        fee_amount=3,
+        reversal_probability=0.3,
+    )
+    for seq in range(1, 4):
+        sim.submit(sent_batch(10, seq=seq), 10.0 * seq)
+    return sim.statements(1_000.0)
 
-    assert run(5) == run(5)
-    assert run(5) != run(6)
+
+def simulator_sample() -> str:
+    return "\n".join(s.to_json() for s in simulated_statements(5))
+
+
+def test_the_simulator_is_the_same_in_every_process_given_its_seed() -> None:
+    assert in_fresh_processes("simulator_sample") == {simulator_sample() + "\n"}
+    assert simulated_statements(5) != simulated_statements(6)
 
 
 def test_a_misbehaving_partner_misbehaves_in_every_way() -> None:
