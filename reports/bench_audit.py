@@ -252,8 +252,20 @@ def synthesise(
             "at": np.repeat(ticks, 3),
             "node": _s(np.tile(node_names, len(ticks))),
             "utilization": rng.uniform(0.2, 0.9, 3 * len(ticks)),
+            "cpu": rng.uniform(0.1, 0.5, 3 * len(ticks)),
             "queue_length": rng.poisson(3, 3 * len(ticks)).astype(np.int64),
             "busy_workers": rng.integers(0, 8, 3 * len(ticks)),
+            "lag": rng.poisson(10, 3 * len(ticks)).astype(np.int64),
+            "headroom": rng.uniform(1.0, 3.0, 3 * len(ticks)),
+        }
+    )
+    partitions = pd.DataFrame(
+        {
+            "at": np.repeat(ticks, 8),
+            "group": _s(np.full(8 * len(ticks), "payments")),
+            "partition": np.tile(np.arange(8, dtype=np.int64), len(ticks)),
+            "member": _s(np.full(8 * len(ticks), "payments-1#1")),
+            "lag": rng.poisson(2, 8 * len(ticks)).astype(np.int64),
         }
     )
     faults = pd.DataFrame(
@@ -275,6 +287,7 @@ def synthesise(
         "breaks": breaks,
         "faults": faults,
         "nodes": nodes,
+        "partitions": partitions,
     }
     tables = {name: t[list(SCHEMAS[name].names)] for name, t in tables.items()}
     return tables, {"mode": "sim", "seed": seed, "synthetic": True, "payments": n}

@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+"""2: nodes gained cpu, lag and headroom; the partitions table (lag per group partition)."""
 GENESIS_HASH = "0" * 64
 _S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 
@@ -72,8 +73,11 @@ SCHEMAS: Mapping[str, pa.Schema] = {
     ),
     "faults": _schema(("start", _F), ("end", _F), ("kind", _S), ("target", _S), ("detail", _S)),
     "nodes": _schema(
-        ("at", _F), ("node", _S), ("utilization", _F), ("queue_length", _I),
-        ("busy_workers", _I),
+        ("at", _F), ("node", _S), ("utilization", _F), ("cpu", _F), ("queue_length", _I),
+        ("busy_workers", _I), ("lag", _I), ("headroom", _F),
+    ),
+    "partitions": _schema(
+        ("at", _F), ("group", _S), ("partition", _I), ("member", _S), ("lag", _I),
     ),
 }  # fmt: skip
 
@@ -110,6 +114,7 @@ class RunRecord:
     breaks: pd.DataFrame
     faults: pd.DataFrame
     nodes: pd.DataFrame
+    partitions: pd.DataFrame
     meta: Mapping[str, Any]
     scenario_yaml: str = ""
 
@@ -128,7 +133,7 @@ class RunRecord:
         t = tables
         return cls(
             t["requests"], t["payments"], t["journal"], t["accounts"], t["settlements"],
-            t["statements"], t["breaks"], t["faults"], t["nodes"], meta,
+            t["statements"], t["breaks"], t["faults"], t["nodes"], t["partitions"], meta,
         )  # fmt: skip
 
 
@@ -222,7 +227,7 @@ def write_run_record(
 ) -> None:
     """Write every table as `<name>.parquet`, plus meta.json and scenario.yaml, into `run_dir`.
 
-    All nine tables are required (use `empty_table` for one with no rows). Everything is
+    All ten tables are required (use `empty_table` for one with no rows). Everything is
     validated before the first byte is written, so a bad table leaves the directory untouched;
     each file is replaced atomically. `meta` needs `mode` ("sim" or "load") and an integer
     `seed` (or None for a load run without one); `record_version` is added.

@@ -21,8 +21,10 @@ Each step is a job on the member's node, so the node's busy time is the consumer
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -43,10 +45,21 @@ from reference_impl.service.groups import Identity
 from reference_impl.service.ports import Clock, LoggedEvent, StoreUnavailable, UnitOfWork
 from sim.ledger import STORE_TIMEOUT, LedgerNode
 from sim.network import Network
-from sim.node import Job, JobRun, Node, NodeDown
+from sim.node import Job, JobRun, Node, NodeDown, NodeSample
 from sim.service_times import ServiceTimes
 
 BuildMember = Callable[[Identity, Clock], Member]
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    """One sample of one group's partition: who holds it and how many events wait in it."""
+
+    at: float
+    group: str
+    partition: int
+    member: str
+    lag: int
 
 
 class PoisonedEvent(Exception):
@@ -98,6 +111,7 @@ class SimGroup:
         times: ServiceTimes,
         streams: Callable[[str], Any],
         build: BuildMember,
+        partitions: int,
         clock: SimClock | None = None,
     ) -> None:
         self.env = env
@@ -108,7 +122,9 @@ class SimGroup:
         self.times = times
         self.build = build
         self.clock = clock
+        self.partitions = partitions
         self.poisons: list[PoisonWindow] = []
+        self._heads: dict[int, int] = {}
         self.delivered_upto: dict[tuple[str, int], int] = {}
         self.deliveries = 0
         self.redeliveries = 0
@@ -161,6 +177,37 @@ class SimGroup:
             self.redeliveries += sum(1 for e in part.events if e.offset <= upto)
             self.delivered_upto[key] = max(upto, part.events[-1].offset)
 
+    def observe(
+        self, uow: UnitOfWork, samples: dict[str, NodeSample], interval: float
+    ) -> list[PartitionLag]:
+        """Each partition's lag now, and each member node's lag and headroom in `samples`."""
+        now = self.env.now
+        heads = {t: uow.log_heads(t) for t in sorted(self.topics)}
+        owners = {c.partition: c.member for c in uow.list_claims(self.name)}
+        lag: dict[int, int] = {}
+        arrived: dict[int, int] = {}
+        for p in range(self.partitions):
+            lag[p] = sum(
+                max(0, h.get(p, 0) - uow.get_offset(self.name, t, p)) for t, h in heads.items()
+            )
+            total = sum(h.get(p, 0) for h in heads.values())
+            arrived[p] = total - self._heads.get(p, 0)
+            self._heads[p] = total
+        for driver in self.drivers:
+            sample = samples.get(driver.node.name)
+            if sample is None:
+                continue
+            held = driver.member.assignment if driver.member is not None else {}
+            handled = sum(m.stats.events for m in driver.incarnations)
+            done, driver.handled_seen = handled - driver.handled_seen, handled
+            busy = sample.utilization * interval * sample.workers
+            incoming = sum(arrived[p] for p in held) / interval
+            headroom = (done / busy) / incoming if done and busy and incoming else math.nan
+            samples[driver.node.name] = replace(
+                sample, lag=sum(lag[p] for p in held), headroom=headroom
+            )
+        return [PartitionLag(now, self.name, p, owners.get(p, ""), lag[p]) for p in sorted(lag)]
+
     def stats(self, field: str) -> int:
         """A member statistic summed over every incarnation of every member."""
         return sum(getattr(m.stats, field) for d in self.drivers for m in d.incarnations)
@@ -177,6 +224,7 @@ class MemberDriver:
         self.clock: Clock = group.clock or SimClock(group.env)
         self.member: Member | None = None
         self.incarnations: list[Member] = []
+        self.handled_seen = 0
         self._process: simpy.Process | None = None
         self._wake: simpy.Event | None = None
         node.on_crash.append(self._crashed)
@@ -246,8 +294,8 @@ class MemberDriver:
 
     def work(self, op: Work) -> Any:
         group = self.group
-        cost = group.times.work(op.stage).sample(self.rng, op.items, op.skipped)
-        yield self.env.timeout(cost + group.network.rtt(self.node.zone, group.ledger.zone))
+        yield self.node.compute(group.times.work(op.stage).sample(self.rng, op.items, op.skipped))
+        yield self.env.timeout(group.network.rtt(self.node.zone, group.ledger.zone))
         if self.node.paused:
             yield self.node.running()  # stopped mid-step: a zombie when it wakes, if fenced
 

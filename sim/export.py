@@ -24,14 +24,16 @@ from sim.run import SimRun
 NAN = math.nan
 _EMPTY_DTYPES = {
     **dict.fromkeys(
-        ["attempt", "status", "amount", "seq", "queue_length", "busy_workers"], "int64"
+        ["attempt", "status", "amount", "seq", "queue_length", "busy_workers", "lag", "partition"],
+        "int64",
     ),
     **dict.fromkeys(
         ["intended_at", "sent_at", "done_at", "received_at", "posted_at", "settled_at", "at"],
         "float64",
     ),
     **dict.fromkeys(
-        ["cutoff_at", "booking_at", "value_at", "start", "end", "utilization"], "float64"
+        ["cutoff_at", "booking_at", "value_at", "start", "end", "utilization", "cpu", "headroom"],
+        "float64",
     ),
     **dict.fromkeys(
         ["debits_posted", "debits_pending", "credits_posted", "credits_pending"], "int64"
@@ -226,13 +228,25 @@ def nodes(run: SimRun) -> pd.DataFrame:
             "at": s.at,
             "node": s.node,
             "utilization": s.utilization,
+            "cpu": s.cpu,
             "queue_length": s.queue,
             "busy_workers": s.busy,
+            "lag": s.lag,
+            "headroom": s.headroom,
         }
         for s in run.samples
     ]
-    cols = ["at", "node", "utilization", "queue_length", "busy_workers"]
-    return _frame(rows, cols, ["at", "node"])
+    cols = ["at", "node", "utilization", "cpu", "queue_length", "busy_workers", "lag"]
+    return _frame(rows, [*cols, "headroom"], ["at", "node"])
+
+
+def partitions(run: SimRun) -> pd.DataFrame:
+    rows = [
+        {"at": x.at, "group": x.group, "partition": x.partition, "member": x.member, "lag": x.lag}
+        for x in run.lags
+    ]
+    cols = ["at", "group", "partition", "member", "lag"]
+    return _frame(rows, cols, ["at", "group", "partition"])
 
 
 def tables(run: SimRun) -> dict[str, pd.DataFrame]:
@@ -246,6 +260,7 @@ def tables(run: SimRun) -> dict[str, pd.DataFrame]:
         "breaks": breaks(run),
         "faults": faults(run),
         "nodes": nodes(run),
+        "partitions": partitions(run),
     }
 
 

@@ -124,8 +124,8 @@ class _Accept(Job):
         gw, node, attempt = self.gateway, self.node, self.attempt
         ledger = gw.ledger
         # The ledger round trip is folded into the hold: links have no queue of their own.
-        cpu = gw.times.gateway_accept.sample(gw.rng) + gw.network.rtt(node.zone, ledger.zone)
-        yield node.env.timeout(cpu)
+        yield node.compute(gw.times.gateway_accept.sample(gw.rng))
+        yield node.env.timeout(gw.network.rtt(node.zone, ledger.zone))
         payment_id = gw.new_payment_id()
         bugs = gw.config.bugs
         try:

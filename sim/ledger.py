@@ -89,7 +89,7 @@ class _Commit(Job, Generic[T]):
 
     def run(self) -> JobRun:
         ledger = self.ledger
-        yield ledger.env.timeout(self.service)
+        yield ledger.node.compute(self.service)
         if ledger.node.paused:
             yield ledger.node.running()
         fail = ledger.disk_fail_probability

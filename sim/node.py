@@ -59,12 +59,22 @@ class NodeSample:
     workers: int
     up: bool
     queue: int
+    """Jobs waiting for a worker: requests at a gateway, commits at the ledger, a consumer's
+    next step."""
     in_system: int
     busy: int
     utilization: float
-    """Busy fraction of the workers over the interval that ends at `at`."""
+    """Busy fraction of the workers over the interval that ends at `at`: time a worker held a
+    job, including time it waited on another node (a thread blocked on a database call)."""
+    cpu: float
+    """The part of that spent on the node's own work (`compute`), over the same interval."""
     arrivals: int
     completions: int
+    lag: int = 0
+    """A consumer's: events waiting after its group's committed offsets in its partitions."""
+    headroom: float = float("nan")
+    """A consumer's: the event rate it sustains at its current batch sizes (events handled per
+    busy second) over the rate events arrived in its partitions, in the interval."""
 
 
 class Node:
@@ -95,6 +105,9 @@ class Node:
         self.sojourn_sum = 0.0
         self.area_busy = 0.0
         self.area_in_system = 0.0
+        self.cpu_seconds = 0.0
+        """Service time the node's jobs spent on its own work (see `compute`)."""
+        self._sampled = (0.0, 0.0)
         self._last = env.now
         self._start_workers()
 
@@ -210,6 +223,11 @@ class Node:
         for hook in self.on_resume:
             hook()
 
+    def compute(self, seconds: float) -> simpy.Event:
+        """Hold the current job's worker for `seconds` of the node's own work (its CPU)."""
+        self.cpu_seconds += seconds
+        return self.env.timeout(seconds)
+
     def running(self) -> simpy.Event:
         """An event that fires when the node is not paused (at once if it is not)."""
         if self._resumed is None:
@@ -217,30 +235,27 @@ class Node:
         return self._resumed
 
     # -- observation ----------------------------------------------------------------------
-    def sampler(self, interval: float, out: list[NodeSample]) -> Generator[simpy.Event, Any, None]:
-        """Append a sample every `interval` seconds (a SimPy process body)."""
-        last_area = 0.0
-        while True:
-            yield self.env.timeout(interval)
-            self._tick()
-            util = (self.area_busy - last_area) / (interval * self.workers)
-            last_area = self.area_busy
-            out.append(
-                NodeSample(
-                    self.env.now,
-                    self.name,
-                    self.kind,
-                    self.zone,
-                    self.workers,
-                    self.up,
-                    len(self.queue),
-                    self.in_system,
-                    self.busy,
-                    util,
-                    self.arrivals,
-                    self.completions,
-                )
-            )
+    def sample(self, interval: float) -> NodeSample:
+        """The node's state now, and its busy and CPU fractions since the last sample."""
+        self._tick()
+        area, cpu = self._sampled
+        self._sampled = (self.area_busy, self.cpu_seconds)
+        capacity = interval * self.workers
+        return NodeSample(
+            self.env.now,
+            self.name,
+            self.kind,
+            self.zone,
+            self.workers,
+            self.up,
+            len(self.queue),
+            self.in_system,
+            self.busy,
+            (self.area_busy - area) / capacity,
+            (self.cpu_seconds - cpu) / capacity,
+            self.arrivals,
+            self.completions,
+        )
 
     def close_books(self) -> None:
         """Bring the time integrals up to now (before reading them)."""

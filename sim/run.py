@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from scenarios.schema import Scenario
+from sim.consumers import PartitionLag
 from sim.node import NodeSample
 from sim.system import System
 
@@ -25,6 +26,7 @@ DRAIN_STEP = 0.1
 class SimRun:
     system: System
     samples: list[NodeSample]
+    lags: list[PartitionLag]
     duration: float
     drained_at: float
     drained: bool
@@ -39,8 +41,9 @@ def simulate(scenario: Scenario, seed: int, progress: Progress | None = None) ->
     system = System(scenario, seed)
     env = system.env
     samples: list[NodeSample] = []
+    lags: list[PartitionLag] = []
     duration, horizon = scenario.duration, scenario.duration + scenario.drain
-    system.start(duration, sample_interval(scenario), samples)
+    system.start(duration, sample_interval(scenario), samples, lags)
     step = max(duration / 200, 0.01)
     while env.now < duration:
         env.run(until=min(duration, env.now + step))
@@ -54,4 +57,4 @@ def simulate(scenario: Scenario, seed: int, progress: Progress | None = None) ->
         progress(horizon, horizon)
     for node in system.nodes:
         node.close_books()
-    return SimRun(system, samples, duration, env.now, system.settled_everything)
+    return SimRun(system, samples, lags, duration, env.now, system.settled_everything)

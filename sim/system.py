@@ -9,7 +9,7 @@ Everything random draws from a stream of the one seed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import simpy
@@ -44,7 +44,7 @@ from reference_impl.service.settlement import SETTLEMENT_GROUP, SETTLEMENT_TOPIC
 from scenarios.schema import Scenario
 from sim import zoo
 from sim.clients import Clients, account_ids, tenant_ids
-from sim.consumers import SimGroup
+from sim.consumers import PartitionLag, SimGroup
 from sim.faults import FaultInjector
 from sim.gateway import Gateway
 from sim.ledger import LedgerNode
@@ -104,6 +104,7 @@ class System:
                 times,
                 streams.get,
                 build,
+                self.partitions,
                 clock=self.settlement.clock if name == SETTLEMENT_GROUP else None,
             )
 
@@ -202,16 +203,34 @@ class System:
             group.appended(topic, partition)
 
     # -- processes ------------------------------------------------------------------------
-    def start(self, duration: float, sample_interval: float, samples: list[NodeSample]) -> None:
+    def start(
+        self,
+        duration: float,
+        sample_interval: float,
+        samples: list[NodeSample],
+        lags: list[PartitionLag],
+    ) -> None:
         env = self.env
         env.process(self.clients.arrivals(duration))
         env.process(self.clients.timeout_watcher())
         zoo.start(self)
         if self.scenario.topology.ledger.replicas and self.ledger.spec.replication == "async":
             env.process(self.ledger.replicator())
-        for node in self.nodes:
-            env.process(node.sampler(sample_interval, samples))
+        env.process(self._sampler(sample_interval, samples, lags))
         self.faults.schedule(self.scenario.faults, duration)
+
+    def _sampler(
+        self, interval: float, samples: list[NodeSample], lags: list[PartitionLag]
+    ) -> Generator[simpy.Event, Any, None]:
+        """Every `interval`: each node's sample, and each group's lag (read as an observer
+        reads the store, outside the sim's time and failures)."""
+        while True:
+            yield self.env.timeout(interval)
+            by_node = {node.name: node.sample(interval) for node in self.nodes}
+            with self.ledger.store.unit_of_work() as uow:
+                for group in self.groups:
+                    lags += group.observe(uow, by_node, interval)
+            samples += by_node.values()
 
     @property
     def settled_everything(self) -> bool:

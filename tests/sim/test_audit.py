@@ -248,10 +248,17 @@ class Run:
                         "at": 1.0,
                         "node": "gateway-1",
                         "utilization": 0.5,
+                        "cpu": 0.2,
                         "queue_length": 2,
                         "busy_workers": 1,
+                        "lag": 0,
+                        "headroom": NAN,
                     }
                 ],
+            ),
+            partitions=frame(
+                "partitions",
+                [{"at": 1.0, "group": "payments", "partition": 0, "member": "m1", "lag": 3}],
             ),
             meta={"mode": "sim", "seed": SEED},
         )
