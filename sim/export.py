@@ -8,50 +8,17 @@ gives the same bytes.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pandas as pd
 
-from reference_impl.core.journal import JournalEntry
-from reference_impl.core.ledger import Account
+from reference_impl.adapters import record_tables as rt
+from reference_impl.adapters.record_tables import frame, time_or_nan
 from reference_impl.core.payments import Payment
 from reference_impl.core.settlement import Break, SettlementBatch, SettlementItem
 from reference_impl.service.payments import PAYMENT
 from reference_impl.service.settlement import BATCH, BREAK, ITEM
 from sim.run import SimRun
-
-NAN = math.nan
-_EMPTY_DTYPES = {
-    **dict.fromkeys(
-        ["attempt", "status", "amount", "seq", "queue_length", "busy_workers", "lag", "partition"],
-        "int64",
-    ),
-    **dict.fromkeys(
-        ["intended_at", "sent_at", "done_at", "received_at", "posted_at", "settled_at", "at"],
-        "float64",
-    ),
-    **dict.fromkeys(
-        ["cutoff_at", "booking_at", "value_at", "start", "end", "utilization", "cpu", "headroom"],
-        "float64",
-    ),
-    **dict.fromkeys(
-        ["debits_posted", "debits_pending", "credits_posted", "credits_pending"], "int64"
-    ),
-    "overdraft": "bool",
-}
-
-
-def _t(value: float | None) -> float:
-    return NAN if value is None else float(value)
-
-
-def _frame(rows: list[dict[str, Any]], columns: list[str], sort: list[str]) -> pd.DataFrame:
-    if not rows:
-        # Typed columns even with no rows (an empty frame would be all `object`).
-        return pd.DataFrame({c: pd.Series(dtype=_EMPTY_DTYPES.get(c, "object")) for c in columns})
-    df = pd.DataFrame(rows, columns=columns)
-    return df.sort_values(sort, kind="stable").reset_index(drop=True)
 
 
 def _records(run: SimRun, kind: str) -> list[tuple[str, str, str]]:
@@ -66,7 +33,7 @@ def requests(run: SimRun) -> pd.DataFrame:
             "attempt": a.n,
             "intended_at": a.sent_at,  # open model: every attempt is sent when intended
             "sent_at": a.sent_at,
-            "done_at": _t(a.done_at),
+            "done_at": time_or_nan(a.done_at),
             "status": a.status,
             "payment_id": a.payment_id,
             "outcome": a.outcome or "timeout",  # still unanswered when the run ended
@@ -74,144 +41,34 @@ def requests(run: SimRun) -> pd.DataFrame:
         for a in run.system.clients.attempts
     ]
     cols = ["key", "tenant", "attempt", "intended_at", "sent_at", "done_at", "status"]
-    return _frame(rows, [*cols, "payment_id", "outcome"], ["sent_at", "key", "attempt"])
+    return frame(rows, [*cols, "payment_id", "outcome"], ["sent_at", "key", "attempt"])
 
 
 def payments(run: SimRun) -> pd.DataFrame:
-    rows = []
-    for _tenant, _key, text in _records(run, PAYMENT):
-        p = Payment.from_json(text)
-        rows.append(
-            {
-                "payment_id": p.id,
-                "tenant": p.tenant,
-                "idempotency_key": p.idempotency_key,
-                "debtor_account": p.debtor_account,
-                "creditor_account": p.creditor_account,
-                "amount": p.amount,
-                "currency": p.currency,
-                "status": p.status.value,
-                "reason": p.reason,
-                "received_at": p.received_at,
-                "posted_at": _t(p.posted_at),
-                "settled_at": _t(p.settled_at),
-            }
-        )
-    cols = ["payment_id", "tenant", "idempotency_key", "debtor_account", "creditor_account"]
-    cols += ["amount", "currency", "status", "reason", "received_at", "posted_at", "settled_at"]
-    return _frame(rows, cols, ["received_at", "tenant", "payment_id"])
+    return rt.payments(Payment.from_json(text) for _, _, text in _records(run, PAYMENT))
 
 
 def journal(run: SimRun) -> pd.DataFrame:
-    store = run.system.ledger.store
-    rows = []
-    entries: dict[tuple[str, int], JournalEntry] = store.table("journal")
-    for (tenant, _seq), e in entries.items():
-        rows.append(
-            {
-                "tenant": tenant,
-                "seq": e.seq,
-                "transfer_id": e.transfer_id,
-                "payment_id": e.payment_id,
-                "kind": e.kind,
-                "pending_id": e.pending_id,
-                "debit_account": e.debit_account,
-                "credit_account": e.credit_account,
-                "amount": e.amount,
-                "currency": e.currency,
-                "at": e.at,
-                "prev_hash": e.prev_hash,
-                "hash": e.hash,
-            }
-        )
-    cols = ["tenant", "seq", "transfer_id", "payment_id", "kind", "pending_id", "debit_account"]
-    cols += ["credit_account", "amount", "currency", "at", "prev_hash", "hash"]
-    return _frame(rows, cols, ["tenant", "seq"])
+    entries = run.system.ledger.store.table("journal")
+    return rt.journal((tenant, e) for (tenant, _seq), e in entries.items())
 
 
 def accounts(run: SimRun) -> pd.DataFrame:
-    table: dict[tuple[str, str], Account] = run.system.ledger.store.table("accounts")
-    rows = [
-        {
-            "tenant": tenant,
-            "id": a.id,
-            "currency": a.currency,
-            "overdraft": a.overdraft,
-            "debits_posted": a.debits_posted,
-            "debits_pending": a.debits_pending,
-            "credits_posted": a.credits_posted,
-            "credits_pending": a.credits_pending,
-        }
-        for (tenant, _id), a in table.items()
-    ]
-    cols = ["tenant", "id", "currency", "overdraft", "debits_posted", "debits_pending"]
-    return _frame(rows, [*cols, "credits_posted", "credits_pending"], ["tenant", "id"])
+    table = run.system.ledger.store.table("accounts")
+    return rt.accounts((tenant, a) for (tenant, _id), a in table.items())
 
 
 def settlements(run: SimRun) -> pd.DataFrame:
-    rows = []
-    for _tenant, _bid, text in _records(run, BATCH):
-        b = SettlementBatch.from_json(text)
-        if b.sent_at is None:
-            continue  # open, or closed but not sent: nothing settles until the partner has it
-        for pid, amount in zip(b.payment_ids, b.amounts, strict=True):
-            rows.append(
-                {
-                    "batch_id": b.id,
-                    "tenant": b.tenant,
-                    "partner": b.partner,
-                    "currency": b.currency,
-                    "payment_id": pid,
-                    "amount": amount,
-                    "cutoff_at": _t(b.closed_at),
-                    "sent_at": b.sent_at,
-                }
-            )
-    cols = ["batch_id", "tenant", "partner", "currency", "payment_id", "amount", "cutoff_at"]
-    return _frame(rows, [*cols, "sent_at"], ["batch_id", "payment_id"])
+    return rt.settlements(SettlementBatch.from_json(text) for _, _, text in _records(run, BATCH))
 
 
 def statements(run: SimRun) -> pd.DataFrame:
     items = {(p, k): SettlementItem.from_json(v) for p, k, v in _records(run, ITEM)}
-    rows = []
-    for partner in run.system.settlement.partners:
-        for st in partner.issued:
-            for line in st.lines:
-                item = items.get((partner.name, line.end_to_end_id))
-                rows.append(
-                    {
-                        "partner": partner.name,
-                        "statement_id": st.id,
-                        "batch_id": item.batch_id if item is not None else "",
-                        "end_to_end_id": line.end_to_end_id,
-                        "amount": abs(line.amount),
-                        "currency": line.currency,
-                        "booking_at": line.booking_at,
-                        "value_at": line.value_at,
-                        "entry_kind": line.kind.value,
-                    }
-                )
-    cols = ["partner", "statement_id", "batch_id", "end_to_end_id", "amount", "currency"]
-    cols += ["booking_at", "value_at", "entry_kind"]
-    return _frame(rows, cols, ["partner", "statement_id"])
+    return rt.statements((st for p in run.system.settlement.partners for st in p.issued), items)
 
 
 def breaks(run: SimRun) -> pd.DataFrame:
-    rows = []
-    for _tenant, _bid, text in _records(run, BREAK):
-        b = Break.from_json(text)
-        rows.append(
-            {
-                "break_id": b.id,
-                "partner": b.partner,
-                "batch_id": b.batch_id,
-                "payment_id": b.payment_id,
-                "kind": b.kind.value,
-                "detail": b.detail,
-            }
-        )
-    cols = ["break_id", "partner", "batch_id", "payment_id", "kind", "detail"]
-    return _frame(rows, cols, ["break_id"])
+    return rt.breaks(Break.from_json(text) for _, _, text in _records(run, BREAK))
 
 
 def faults(run: SimRun) -> pd.DataFrame:
@@ -219,7 +76,7 @@ def faults(run: SimRun) -> pd.DataFrame:
         {"start": f.start, "end": f.end, "kind": f.kind, "target": f.target, "detail": f.detail}
         for f in run.system.faults.rows
     ]
-    return _frame(rows, ["start", "end", "kind", "target", "detail"], ["start", "target"])
+    return frame(rows, ["start", "end", "kind", "target", "detail"], ["start", "target"])
 
 
 def nodes(run: SimRun) -> pd.DataFrame:
@@ -237,7 +94,7 @@ def nodes(run: SimRun) -> pd.DataFrame:
         for s in run.samples
     ]
     cols = ["at", "node", "utilization", "cpu", "queue_length", "busy_workers", "lag"]
-    return _frame(rows, [*cols, "headroom"], ["at", "node"])
+    return frame(rows, [*cols, "headroom"], ["at", "node"])
 
 
 def partitions(run: SimRun) -> pd.DataFrame:
@@ -246,7 +103,7 @@ def partitions(run: SimRun) -> pd.DataFrame:
         for x in run.lags
     ]
     cols = ["at", "group", "partition", "member", "lag"]
-    return _frame(rows, cols, ["at", "group", "partition"])
+    return frame(rows, cols, ["at", "group", "partition"])
 
 
 def tables(run: SimRun) -> dict[str, pd.DataFrame]:

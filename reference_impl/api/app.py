@@ -39,6 +39,10 @@ def account_body(account: Account) -> dict[str, Any]:
             "posted": account.posted,
             "pending": account.pending,
             "available": account.available,
+            "debits_posted": account.debits_posted,
+            "debits_pending": account.debits_pending,
+            "credits_posted": account.credits_posted,
+            "credits_pending": account.credits_pending,
         },
     }
 

@@ -28,10 +28,11 @@ from reference_impl.service.accept import (
     PaymentRequest,
     accept_payment,
 )
-from reference_impl.service.payments import get_payment
+from reference_impl.service.payments import PAYMENT, get_payment
 from reference_impl.service.ports import UnitOfWork
 
 MAX_KEY_LENGTH = 255
+MAX_PAGE = 1000
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,28 @@ def payments_router(gw: Gateway) -> APIRouter:
                 deps.notify()
         except Exception:
             log.exception("after a committed payment: metrics or wake-up failed")
+
+    @router.get(
+        "/v1/payments",
+        responses=responses(401, 422, 429, 503),
+        summary="The tenant's payments ordered by id, a page at a time",
+    )
+    async def list_payments(
+        tenant: Annotated[str, Depends(gw.tenant)],
+        after: Annotated[str, Query(max_length=MAX_ID_LENGTH)] = "",
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    ) -> dict[str, Any]:
+        if "\x00" in after:
+            raise invalid([{"field": "after", "in": "query", "rule": NUL_RULE}])
+
+        def read(uow: UnitOfWork) -> list[Payment]:
+            return [
+                Payment.from_json(text)
+                for _, text in uow.list_records(PAYMENT, tenant, after, limit)
+            ]
+
+        page = await gw.in_store(read)
+        return {"payments": [p.public() for p in page], "next": page[-1].id if page else after}
 
     @router.get(
         "/v1/payments/{payment_id}",

@@ -94,6 +94,7 @@ class Payment:
         """The payment as the HTTP API shows it (absent optional fields left out)."""
         body: dict[str, Any] = {
             "id": self.id,
+            "idempotency_key": self.idempotency_key,
             "status": self.status.value,
             "amount": self.amount,
             "currency": self.currency,

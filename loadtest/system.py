@@ -1,0 +1,327 @@
+"""The reference system as real processes for one load run, started from the scenario's topology.
+
+One gateway (uvicorn, a worker process per `topology.gateway.replicas`), a payments worker process
+per `topology.payments.workers`, a settlement worker (with its bank partner) and a projector, all
+on one store: SQLite in the run directory by default, or the PostgreSQL database `--store` names
+(in a schema of the run's own, unless the URL names one). Every process is started through
+`reference_impl.runtime.lifeline`, so it dies with this process even if this process is
+SIGKILLed, and in a session of its own, so a signal meant for one never reaches the others.
+The process names are the sim's node names (`gateway`, `payments-1`, `settlement`, `projector`),
+which is what the scenario's faults name.
+
+`ReferenceSystem` is a context manager: whatever happens inside (an error, Ctrl-C), leaving it
+stops every process: SIGCONT first (a paused process cannot stop), SIGTERM, then SIGKILL for
+any that overstays. A process that dies while the run goes on is restarted, as a supervisor
+would, unless a fault holds it down (`kill` ... `release`).
+
+Processes are only ever started by the thread that entered the context (the main thread):
+the kernel's parent-death signal follows the thread that forked a child, so a child started by
+a short-lived thread would die with that thread. Other threads (the fault schedule) only mark
+what to restart; `supervise()`, called on the main thread, starts it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+
+from reference_impl.runtime import RuntimeConfig, lifeline
+from reference_impl.runtime.processes import ENV, METRICS_ENV
+from scenarios.schema import Scenario
+
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+RESTART_DELAY_S = 0.5
+"""An unexpected death is restarted after this, as `testbed serve --workers` does."""
+
+
+class SystemError_(RuntimeError):
+    """The system could not be started: the message says which part and why."""
+
+
+def tenant_ids(count: int) -> list[str]:
+    """The scenario's tenants, named as the sim names them."""
+    return [f"tenant-{i + 1}" for i in range(count)]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def run_store_url(store: str | None, run_dir: Path) -> str:
+    """The store of this run: SQLite in the run directory, or `store` in a schema of its own
+    (unless it names one) with an application_name that tells the run's connections apart."""
+    if store is None:
+        return f"sqlite:///{run_dir.resolve() / 'store.db'}"
+    if not store.startswith(("postgresql://", "postgres://")):
+        return store
+    parts = urlsplit(store)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    names = {name for name, _ in query}
+    run = f"run_{secrets.token_hex(6)}"
+    if "schema" not in names:
+        query.append(("schema", run))
+    if "application_name" not in names:
+        query.append(("application_name", f"testbed_{run}"))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@dataclass
+class Process:
+    """One supervised process of the system."""
+
+    name: str
+    argv: list[str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    held: bool = False
+    """A fault keeps it down: not restarted until released."""
+    paused: bool = False
+    died_at: float | None = None
+    restarts: int = 0
+    _out: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, env: dict[str, str]) -> None:
+        if self._out is None:
+            self._out = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            lifeline.command(self.argv),
+            env=env,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.died_at = None
+        self.paused = False
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, sig)
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+
+@dataclass
+class ReferenceSystem:
+    scenario: Scenario
+    run_dir: Path
+    store_url: str
+    bugs: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 0
+    api_keys: dict[str, str] = field(default_factory=dict)
+    """tenant -> API key (generated)."""
+    processes: dict[str, Process] = field(default_factory=dict)
+    _env: dict[str, str] = field(default_factory=dict)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+    _metrics_dir: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def config(self) -> RuntimeConfig:
+        topo = self.scenario.topology
+        sqlite = self.store_url.startswith("sqlite:")
+        return RuntimeConfig(
+            self.store_url,
+            {key: tenant for tenant, key in self.api_keys.items()},
+            partitions=topo.event_log.partitions,
+            rate_limit=1_000_000.0,
+            idle_wait=0.05 if sqlite else 0.25,  # no cross-process wake-up on SQLite
+            batch_size=topo.payments.batch,
+            session_timeout=topo.payments.session_timeout,
+            settlement_cutoff=topo.settlement.cutoff,
+            partner_day=topo.settlement.cutoff,
+            bugs=self.bugs,
+        )
+
+    # -- start and stop -------------------------------------------------------------------
+    def __enter__(self) -> ReferenceSystem:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        topo = self.scenario.topology
+        if not self.api_keys:
+            self.api_keys = {
+                t: secrets.token_urlsafe(18) for t in tenant_ids(self.scenario.workload.tenants)
+            }
+        if not self.port:
+            self.port = free_port(self.host)
+        logs = self.run_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self._metrics_dir = tempfile.TemporaryDirectory(prefix="testbed-metrics-")
+        self._env = {
+            **os.environ,
+            ENV: self.config.to_json(),
+            METRICS_ENV: self._metrics_dir.name,
+            "PYTHONUNBUFFERED": "1",
+        }
+        py = sys.executable
+        worker = [py, "-m", "reference_impl.runtime.processes"]
+        wanted = {
+            "gateway": [
+                py, "-m", "uvicorn", "--factory",
+                "reference_impl.runtime.processes:gateway_app",
+                "--host", self.host, "--port", str(self.port),
+                "--workers", str(topo.gateway.replicas),
+                "--log-level", "warning", "--no-access-log", "--timeout-graceful-shutdown", "10",
+            ],
+            **{
+                f"payments-{i + 1}": [
+                    *worker, "--group", "payments", "--title", f"payments worker {i + 1}"
+                ]
+                for i in range(topo.payments.workers)
+            },
+            "settlement": [*worker, "--group", "settlement", "--title", "settlement worker"],
+            "projector": [*worker, "--group", "reporting", "--title", "projector"],
+        }  # fmt: skip
+        for name, argv in wanted.items():
+            self.processes[name] = Process(name, argv, logs / f"{name}.log")
+        self._check_port()
+        for process in self.processes.values():
+            process.start(self._env)
+        self._wait_ready()
+
+    def _check_port(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((self.host, self.port))
+            except OSError as e:
+                raise SystemError_(
+                    f"port {self.port}: cannot listen on it ({e.strerror})"
+                ) from None
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for process in self.processes.values():
+                if not process.alive:
+                    raise SystemError_(
+                        f"{process.name} exited with {process.proc and process.proc.returncode}"
+                        f" while starting: {self.tail(process.name)}"
+                    )
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise SystemError_(f"gateway: not ready on {self.url} within {READY_TIMEOUT_S:g}s")
+
+    def tail(self, name: str, lines: int = 3) -> str:
+        """The last lines a process wrote (for an error message)."""
+        path = self.processes[name].log
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return " | ".join(text.strip().splitlines()[-lines:]) or "(no output)"
+
+    def stop(self) -> None:
+        """Stop every process: the gateway first, then the workers; SIGKILL what overstays."""
+        with self._lock:
+            for process in self.processes.values():
+                process.held = True  # nothing is restarted any more
+                if process.paused:
+                    process.signal(signal.SIGCONT)
+                    process.paused = False
+            gateway = [p for n, p in self.processes.items() if n == "gateway"]
+            workers = [p for n, p in self.processes.items() if n != "gateway"]
+            for batch in (gateway, workers):
+                for process in batch:
+                    process.signal(signal.SIGTERM)
+                deadline = time.monotonic() + STOP_TIMEOUT_S
+                for process in batch:
+                    if process.proc is None:
+                        continue
+                    try:
+                        process.proc.wait(max(0.0, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        process.proc.kill()
+                        process.proc.wait()
+            for process in self.processes.values():
+                process.close()
+            if self._metrics_dir is not None:
+                self._metrics_dir.cleanup()
+                self._metrics_dir = None
+
+    # -- supervision and faults -----------------------------------------------------------
+    def supervise(self) -> None:
+        """Restart a process that died, unless a fault holds it down (call it often)."""
+        with self._lock:
+            now = time.monotonic()
+            for process in self.processes.values():
+                if process.held or process.alive or process.proc is None:
+                    continue
+                if process.died_at is None:
+                    process.died_at = now
+                elif now - process.died_at >= RESTART_DELAY_S:
+                    process.restarts += 1
+                    process.start(self._env)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the process and keep it down until `release`."""
+        with self._lock:
+            process = self.processes[name]
+            process.held = True
+            process.signal(signal.SIGKILL)
+            if process.proc is not None:
+                process.proc.wait()
+
+    def release(self, name: str) -> None:
+        """Let a held-down process be started again (by the next `supervise()`)."""
+        with self._lock:
+            process = self.processes[name]
+            process.held = False
+            process.died_at = -float("inf")
+
+    def pause(self, name: str) -> None:
+        with self._lock:
+            process = self.processes[name]
+            process.signal(signal.SIGSTOP)
+            process.paused = True
+
+    def resume(self, name: str) -> None:
+        with self._lock:
+            process = self.processes[name]
+            process.signal(signal.SIGCONT)
+            process.paused = False
+
+    def pids(self) -> dict[str, int]:
+        return {n: p.pid for n, p in self.processes.items() if p.pid is not None and p.alive}

@@ -1,0 +1,189 @@
+"""What a store of the reference system holds, as run-record tables (docs/run-record.md).
+
+Both runtimes read the ledger, payments and settlement tables from the store the handlers
+wrote, not from their own bookkeeping, so the audit checks what the reference implementation
+did. Each runtime collects the domain objects its own way (the sim straight from its memory
+store, the load runtime through the store's read interface); the rows are built here, once.
+Times are shifted by `t0` (the load runtime's wall-clock start; 0 in the sim), rows sorted on
+stable keys, and "no value" is NaN or "", as the record wants, so the same content always gives
+the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from reference_impl.core.journal import JournalEntry
+from reference_impl.core.ledger import Account
+from reference_impl.core.payments import Payment
+from reference_impl.core.settlement import Break, SettlementBatch, SettlementItem, Statement
+
+NAN = math.nan
+_EMPTY_DTYPES = {
+    **dict.fromkeys(
+        ["attempt", "status", "amount", "seq", "queue_length", "busy_workers", "lag", "partition"],
+        "int64",
+    ),
+    **dict.fromkeys(
+        ["intended_at", "sent_at", "done_at", "received_at", "posted_at", "settled_at", "at"],
+        "float64",
+    ),
+    **dict.fromkeys(
+        ["cutoff_at", "booking_at", "value_at", "start", "end", "utilization", "cpu", "headroom"],
+        "float64",
+    ),
+    **dict.fromkeys(
+        ["debits_posted", "debits_pending", "credits_posted", "credits_pending"], "int64"
+    ),
+    "overdraft": "bool",
+}
+
+
+def time_or_nan(value: float | None, t0: float = 0.0) -> float:
+    return NAN if value is None else float(value) - t0
+
+
+def frame(rows: list[dict[str, Any]], columns: list[str], sort: list[str]) -> pd.DataFrame:
+    """Rows as a table with `columns`, sorted stably on `sort`; typed even when empty."""
+    if not rows:
+        # Typed columns even with no rows (an empty frame would be all `object`).
+        return pd.DataFrame({c: pd.Series(dtype=_EMPTY_DTYPES.get(c, "object")) for c in columns})
+    df = pd.DataFrame(rows, columns=columns)
+    return df.sort_values(sort, kind="stable").reset_index(drop=True)
+
+
+def payments(found: Iterable[Payment], t0: float = 0.0) -> pd.DataFrame:
+    rows = [
+        {
+            "payment_id": p.id,
+            "tenant": p.tenant,
+            "idempotency_key": p.idempotency_key,
+            "debtor_account": p.debtor_account,
+            "creditor_account": p.creditor_account,
+            "amount": p.amount,
+            "currency": p.currency,
+            "status": p.status.value,
+            "reason": p.reason,
+            "received_at": p.received_at - t0,
+            "posted_at": time_or_nan(p.posted_at, t0),
+            "settled_at": time_or_nan(p.settled_at, t0),
+        }
+        for p in found
+    ]
+    cols = ["payment_id", "tenant", "idempotency_key", "debtor_account", "creditor_account"]
+    cols += ["amount", "currency", "status", "reason", "received_at", "posted_at", "settled_at"]
+    return frame(rows, cols, ["received_at", "tenant", "payment_id"])
+
+
+def journal(entries: Iterable[tuple[str, JournalEntry]], t0: float = 0.0) -> pd.DataFrame:
+    """(tenant, entry) pairs; `at` is shifted, the hashed fields stay as written."""
+    rows = [
+        {
+            "tenant": tenant,
+            "seq": e.seq,
+            "transfer_id": e.transfer_id,
+            "payment_id": e.payment_id,
+            "kind": e.kind,
+            "pending_id": e.pending_id,
+            "debit_account": e.debit_account,
+            "credit_account": e.credit_account,
+            "amount": e.amount,
+            "currency": e.currency,
+            "at": e.at - t0,
+            "prev_hash": e.prev_hash,
+            "hash": e.hash,
+        }
+        for tenant, e in entries
+    ]
+    cols = ["tenant", "seq", "transfer_id", "payment_id", "kind", "pending_id", "debit_account"]
+    cols += ["credit_account", "amount", "currency", "at", "prev_hash", "hash"]
+    return frame(rows, cols, ["tenant", "seq"])
+
+
+def accounts(found: Iterable[tuple[str, Account]]) -> pd.DataFrame:
+    rows = [
+        {
+            "tenant": tenant,
+            "id": a.id,
+            "currency": a.currency,
+            "overdraft": a.overdraft,
+            "debits_posted": a.debits_posted,
+            "debits_pending": a.debits_pending,
+            "credits_posted": a.credits_posted,
+            "credits_pending": a.credits_pending,
+        }
+        for tenant, a in found
+    ]
+    cols = ["tenant", "id", "currency", "overdraft", "debits_posted", "debits_pending"]
+    return frame(rows, [*cols, "credits_posted", "credits_pending"], ["tenant", "id"])
+
+
+def settlements(batches: Iterable[SettlementBatch], t0: float = 0.0) -> pd.DataFrame:
+    rows = []
+    for b in batches:
+        if b.sent_at is None:
+            continue  # open, or closed but not sent: nothing settles until the partner has it
+        for pid, amount in zip(b.payment_ids, b.amounts, strict=True):
+            rows.append(
+                {
+                    "batch_id": b.id,
+                    "tenant": b.tenant,
+                    "partner": b.partner,
+                    "currency": b.currency,
+                    "payment_id": pid,
+                    "amount": amount,
+                    "cutoff_at": time_or_nan(b.closed_at, t0),
+                    "sent_at": b.sent_at - t0,
+                }
+            )
+    cols = ["batch_id", "tenant", "partner", "currency", "payment_id", "amount", "cutoff_at"]
+    return frame(rows, [*cols, "sent_at"], ["batch_id", "payment_id"])
+
+
+def statements(
+    issued: Iterable[Statement],
+    items: Mapping[tuple[str, str], SettlementItem],
+    t0: float = 0.0,
+) -> pd.DataFrame:
+    """Every line of every statement the partners issued; `items` maps (partner, payment id) to
+    the settlement item that names the line's batch."""
+    rows = []
+    for st in issued:
+        for line in st.lines:
+            item = items.get((st.partner, line.end_to_end_id))
+            rows.append(
+                {
+                    "partner": st.partner,
+                    "statement_id": st.id,
+                    "batch_id": item.batch_id if item is not None else "",
+                    "end_to_end_id": line.end_to_end_id,
+                    "amount": abs(line.amount),
+                    "currency": line.currency,
+                    "booking_at": line.booking_at - t0,
+                    "value_at": line.value_at - t0,
+                    "entry_kind": line.kind.value,
+                }
+            )
+    cols = ["partner", "statement_id", "batch_id", "end_to_end_id", "amount", "currency"]
+    cols += ["booking_at", "value_at", "entry_kind"]
+    return frame(rows, cols, ["partner", "statement_id"])
+
+
+def breaks(found: Iterable[Break]) -> pd.DataFrame:
+    rows = [
+        {
+            "break_id": b.id,
+            "partner": b.partner,
+            "batch_id": b.batch_id,
+            "payment_id": b.payment_id,
+            "kind": b.kind.value,
+            "detail": b.detail,
+        }
+        for b in found
+    ]
+    cols = ["break_id", "partner", "batch_id", "payment_id", "kind", "detail"]
+    return frame(rows, cols, ["break_id"])
