@@ -52,6 +52,9 @@ log = logging.getLogger("loadtest.generator")
 START_LEAD = 0.5
 """Seconds between choosing the start time and the first arrival: every process hears it."""
 READY_TIMEOUT = 60.0
+REMOTE_READY_TIMEOUT = 300.0
+"""Workers started by hand on other machines get longer to connect."""
+LOOPBACK_BINDS = frozenset({"*", "0.0.0.0", "127.0.0.1", "localhost"})
 RESULT_MARGIN = 60.0
 """How long past the last possible answer to wait for a worker's result before giving up."""
 
@@ -175,9 +178,9 @@ def run_local(plan: TrafficPlan, out: Path) -> None:
     runner.quit()
 
 
-def _start_local_worker(port: int, out: Path, index: int) -> subprocess.Popen[bytes]:
+def _start_local_worker(host: str, port: int, out: Path, index: int) -> subprocess.Popen[bytes]:
     logfile = (out / f"worker-{index}.log").open("wb")
-    argv = [sys.executable, "-m", "loadtest.generator", "worker", "--master-host", "127.0.0.1",
+    argv = [sys.executable, "-m", "loadtest.generator", "worker", "--master-host", host,
             "--master-port", str(port), "--parent-pid", str(os.getpid())]  # fmt: skip
     try:
         return subprocess.Popen(argv, stdout=logfile, stderr=subprocess.STDOUT)
@@ -212,7 +215,8 @@ def run_master(plan: TrafficPlan, out: Path) -> None:
     runner.register_message("traffic_hello", on_hello)
     runner.register_message("traffic_ready", on_ready)
     runner.register_message("traffic_result", results.on_result)
-    workers = [_start_local_worker(port, out, i) for i in range(plan.local_workers)]
+    host = "127.0.0.1" if plan.master_bind in LOOPBACK_BINDS else plan.master_bind
+    workers = [_start_local_worker(host, port, out, i) for i in range(plan.local_workers)]
     try:
 
         def all_ready() -> bool:
@@ -221,7 +225,9 @@ def run_master(plan: TrafficPlan, out: Path) -> None:
                 raise GeneratorError(f"worker process {dead[0]} exited (see its log in {out})")
             return len(ready) >= plan.workers
 
-        _wait(all_ready, READY_TIMEOUT, f"not all {plan.workers} workers connected")
+        remote = plan.workers > plan.local_workers
+        ready_timeout = REMOTE_READY_TIMEOUT if remote else READY_TIMEOUT
+        _wait(all_ready, ready_timeout, f"not all {plan.workers} workers connected")
         runner.start(plan.users, spawn_rate=plan.users)
         _wait(lambda: runner.user_count == plan.users, READY_TIMEOUT, "the users did not start")
         start_at = _announce_start(plan)

@@ -9,17 +9,20 @@
     result.generator_bound, result.generator_reason
 
 `run_traffic(scenario, base_url, api_keys, *, t0, seed, out_dir, duration=None,
-locust_workers=0, remote_workers=0, users=None, setup=True, on_start=None) -> TrafficResult`
+locust_workers=0, remote_workers=0, master_address=("*", 5557), users=None, setup=True,
+on_start=None) -> TrafficResult`
 
 1. `setup`: opens and funds every tenant's accounts through the API (setup_accounts.py) and
    returns those requests apart (`result.setup`).
 2. Starts the Locust process (`python -m loadtest.generator`; this module never imports Locust,
    which monkey-patches the interpreter it is imported into) in a session of its own, with
-   `locust_workers` local worker processes (0: Locust's LocalRunner) and room for
-   `remote_workers` more started by hand on other machines (docs/load.md). Arrivals follow the
-   scenario's workload for `duration` seconds (default `scenario.duration`) from the traffic
-   start, which the generator chooses once its users are up; `on_start(started_at)` is called
-   with it (seconds since t0) before the first arrival, so faults can be timed against it.
+   `locust_workers` local worker processes (0: Locust's LocalRunner) and, listening on
+   `master_address`, room for `remote_workers` more started by hand on other machines
+   (`python -m loadtest.generator worker --master-host HOST --master-port 5557`, docs/load.md);
+   the run waits for all of them. Arrivals follow the scenario's workload for `duration`
+   seconds (default `scenario.duration`) from the traffic start, which the generator chooses
+   once its users are up; `on_start(started_at)` is called with it (seconds since t0) before
+   the first arrival, so faults can be timed against it.
 3. Waits, then returns the rows, the merged histograms, per-second rates, the generator's CPU
    samples and its verdict on itself. On any error, Ctrl-C included, the generator's process
    group is stopped before the exception propagates; the children also die with this process
@@ -63,10 +66,12 @@ from scenarios.schema import Scenario
 MAX_USERS_PER_PROCESS = 1000
 LATE_AFTER = 0.010
 """A send that starts more than 10 ms after its intended time counts as missed."""
-REMOTE_MASTER_PORT = 5557
-"""Locust's own default: where remote workers find the master."""
+REMOTE_MASTER = ("*", 5557)
+"""Where the master listens for remote workers by default: every interface, Locust's port."""
 STARTUP_TIMEOUT = 120.0
-"""Locust's import, worker connections and user spawning must fit in this."""
+"""Locust's import, worker connections and user spawning must fit in this..."""
+REMOTE_STARTUP_TIMEOUT = 360.0
+"""... or this, when someone has to start workers on other machines."""
 STOP_GRACE = 5.0
 
 
@@ -150,6 +155,7 @@ def run_traffic(
     duration: float | None = None,
     locust_workers: int = 0,
     remote_workers: int = 0,
+    master_address: tuple[str, int] = REMOTE_MASTER,
     users: int | None = None,
     setup: bool = True,
     on_start: Callable[[float], None] | None = None,
@@ -171,8 +177,9 @@ def run_traffic(
         users=users or default_users(scenario, duration, processes),
         workers=workers,
         local_workers=locust_workers,
-        master_bind="*" if remote_workers else "127.0.0.1",
-        master_port=REMOTE_MASTER_PORT if remote_workers else 0,
+        # Local workers only: a free port of the loopback interface.
+        master_bind=master_address[0] if remote_workers else "127.0.0.1",
+        master_port=master_address[1] if remote_workers else 0,
         key_prefix=f"r{secrets.token_hex(4)}-",
         late_after=LATE_AFTER,
     )
@@ -224,7 +231,8 @@ class _Generator:
 def _run_generator(plan: TrafficPlan, out: Path, on_start: Callable[[float], None] | None) -> float:
     gen = _Generator(plan, out)
     timeout = plan.scenario_workload.client.timeout
-    deadline = time.monotonic() + STARTUP_TIMEOUT
+    remote = plan.workers > plan.local_workers
+    deadline = time.monotonic() + (REMOTE_STARTUP_TIMEOUT if remote else STARTUP_TIMEOUT)
     start_at = math.nan
     try:
         while gen.proc.poll() is None:

@@ -3,6 +3,8 @@ omission, master/worker merging, and bad arguments."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import zlib
 from collections.abc import Callable
@@ -99,6 +101,32 @@ def test_two_locust_workers_share_the_schedule_and_merge_exactly(
     # By default each worker has users for its share of the rate held for a whole timeout.
     assert result.users == 2 * 40 * 2
     assert (tmp_path / "traffic" / "worker-1.log").exists()
+
+
+@pytest.mark.timeout(180)
+def test_a_worker_started_by_hand_joins_the_run_as_on_another_machine(
+    fake_server: Callable[..., str], tmp_path: Path
+) -> None:
+    url = fake_server()
+    port = free_port()
+    # docs/load.md's command for another machine; here the master is on the loopback.
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.generator", "worker", "--master-host", "127.0.0.1",
+         "--master-port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        result = run_traffic(
+            scenario(2.0, rate="40/s"), url, KEYS, t0=time.time(), seed=4, out_dir=tmp_path,
+            setup=False, locust_workers=1, remote_workers=1, master_address=("127.0.0.1", port),
+        )  # fmt: skip
+        rows = check_rows(result)
+        assert result.processes == 2 and result.latency.count == len(rows)
+        assert set(result.samples["process"]) == {"worker-0", "worker-1"}
+        assert worker.wait(60) == 0  # the master told it the run is over
+    finally:
+        worker.kill()
+        worker.wait()
 
 
 def test_bad_arguments_are_one_line_naming_the_argument(tmp_path: Path) -> None:
