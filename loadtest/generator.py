@@ -38,6 +38,7 @@ from typing import Any
 import gevent
 import pyarrow as pa
 import pyarrow.parquet as pq
+from gevent.event import Event
 from locust.env import Environment
 from locust.log import setup_logging
 from locust.runners import MasterRunner, Runner, WorkerRunner
@@ -80,7 +81,6 @@ def result_payload(name: str, pacer: Pacer, runner: Runner) -> dict[str, Any]:
         "samples": [list(s) for s in pacer.samples],
         "counters": {
             "users": pacer.started_users,
-            "requests": pacer.requests,
             "sent": rec.sent,
             "unsent": rec.unsent,
             "late_idle": rec.late_idle,
@@ -104,7 +104,7 @@ class Results:
     def __init__(self, expected: int) -> None:
         self.expected = expected
         self.by_process: dict[str, dict[str, Any]] = {}
-        self.complete = gevent.event.Event()
+        self.complete = Event()
 
     def on_result(self, environment: Environment, msg: Any, **_kw: Any) -> None:
         data: dict[str, Any] = msg.data
@@ -148,7 +148,7 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
         gevent.sleep(0.05)
 
 
-def _announce_start(plan: TrafficPlan) -> float:
+def _announce_start() -> float:
     start_at = time.time() + START_LEAD
     print(f"start_at {start_at!r}", flush=True)
     return start_at
@@ -168,7 +168,7 @@ def run_local(plan: TrafficPlan, out: Path) -> None:
     TrafficUser.pacer = pacer
     runner.start(plan.users, spawn_rate=plan.users)
     _wait(lambda: runner.user_count == plan.users, READY_TIMEOUT, "the users did not start")
-    start_at = _announce_start(plan)
+    start_at = _announce_start()
     pacer.go(start_at)
     pacer.done.wait(_result_deadline(plan, start_at))
     if not pacer.done.is_set():
@@ -230,7 +230,7 @@ def run_master(plan: TrafficPlan, out: Path) -> None:
         _wait(all_ready, ready_timeout, f"not all {plan.workers} workers connected")
         runner.start(plan.users, spawn_rate=plan.users)
         _wait(lambda: runner.user_count == plan.users, READY_TIMEOUT, "the users did not start")
-        start_at = _announce_start(plan)
+        start_at = _announce_start()
         runner.send_message("traffic_go", {"start_at": start_at})
         results.complete.wait(_result_deadline(plan, start_at))
         if not results.complete.is_set():

@@ -150,11 +150,9 @@ class Pacer:
         self.in_flight -= 1
         self.recorder.record(a)
         delay = self.clients.finished(a)
-        if delay is None:
-            pass
-        elif self.closed:
-            self.clients.abandon(a.request)
-        else:
+        if delay is not None and self.closed:
+            self.clients.abandon(a.request)  # no retries after the end
+        elif delay is not None:
             due = a.done + delay
             heapq.heappush(self.retries, (due, next(self.retry_order), a))
             if due < self.sleep_until:

@@ -14,7 +14,7 @@ from scenarios.schema import Workload
 def process(name: str, sent: int = 1000, late_idle: int = 0, late_waited: int = 0,
             unsent: int = 0, users: int = 50) -> dict[str, Any]:  # fmt: skip
     counters = {"sent": sent, "late_idle": late_idle, "late_waited": late_waited,
-                "unsent": unsent, "users": users, "requests": sent}  # fmt: skip
+                "unsent": unsent, "users": users}  # fmt: skip
     return {"process": name, "counters": counters, "samples": []}
 
 
