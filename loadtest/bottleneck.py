@@ -93,7 +93,8 @@ def generator_verdict(
     if sent and late_idle > LATE_SHARE * sent:
         reasons.append(
             f"{late_idle} of {sent} sends ({late_idle / sent:.1%}) started more than {ms} late "
-            "with a user idle: the generator fell behind its schedule"
+            "with a user idle: the generator fell behind its schedule (its own CPU, or a machine "
+            "too busy to run it on time)"
         )
     if sent and late_waited > LATE_SHARE * sent:
         reasons.append(
