@@ -5,6 +5,9 @@
 A minimal FastAPI POST /v1/payments that answers 202 (one uvicorn process on 127.0.0.1) is the
 system; what is measured is the generator:
 
+The server runs on one half of the CPUs and wrk or the generator on the other, so that neither
+tool's own CPU is taken from the server it measures (other processes on the machine still are).
+
 1. saturation: wrk (C, closed loop, 32 connections) and run_traffic (open model, 32 users,
    arrivals at 1.25x what wrk achieved, so both keep the server busy) each drive the endpoint
    for `rounds` rounds, alternating, so that both meet the same moods of a shared machine; the
@@ -85,13 +88,24 @@ def _free_port() -> int:
         return port
 
 
-def start_server() -> tuple[subprocess.Popen[bytes], str]:
+def cpu_split() -> tuple[set[int], set[int]] | None:
+    """(the server's CPUs, the generators' CPUs): apart, so that neither tool's own CPU is taken
+    from the server it measures; None with fewer than two CPUs to share."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    half = len(cpus) // 2
+    return set(cpus[:half]), set(cpus[half:])
+
+
+def start_server(cpus: set[int] | None = None) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "loadtest.bench:trivial_app",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
          "--no-access-log"],
         start_new_session=True,
+        preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -166,7 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seconds: float = args.seconds
     workers: int = args.locust_workers
-    proc, url = start_server()
+    split = cpu_split()
+    proc, url = start_server(None if split is None else split[0])
+    if split is not None:
+        os.sched_setaffinity(0, split[1])  # wrk and the generator processes inherit it
     try:
         with tempfile.TemporaryDirectory() as tmp:
             base: list[float] = []
@@ -192,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     mode = f"{workers} Locust workers" if workers else "Locust LocalRunner (one process)"
     print(f"system: trivial FastAPI POST /v1/payments (one uvicorn process); {os.cpu_count()} CPUs")
     print(f"generator: run_traffic, {mode}")
+    if split is not None:
+        print(f"CPUs: server on {sorted(split[0])}, wrk and the generator on {sorted(split[1])}")
     print(f"saturation ({seconds:g} s runs, {CONNECTIONS} connections / users, best of "
           f"{args.rounds}, alternating):")  # fmt: skip
     print(f"  wrk -t1 -c{CONNECTIONS}     {capacity:9.0f} req/s   (runs: "

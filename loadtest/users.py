@@ -44,6 +44,10 @@ from loadtest.recorder import Recorder
 from loadtest.wire import Connection, post_request, request_head
 
 SAMPLE_INTERVAL = 1.0
+BACKLOG_TICK = 0.005
+"""While attempts already wait for a user, newly due ones are added this often rather than each
+at its own time: no user is idle to take them, and the first to become idle wakes the pacer.
+At saturation this spares thousands of wake-ups a second; intended times are unaffected."""
 PAYMENTS_PATH = "/v1/payments"
 
 
@@ -85,6 +89,7 @@ class Pacer:
         self.closed = False
         self.wake = Event()
         self.sleep_until = math.inf
+        self.coarse = False
         self.done = Event()
         self.samples: list[tuple[float, float, int, int]] = []
         self.mono_start = math.inf
@@ -124,11 +129,13 @@ class Pacer:
                 self._hand(self.clients.attempt(failed.request, due))
             if upcoming is None and not retries and not self.clients.open_requests:
                 break
-            self.sleep_until = min(
+            due = min(
                 upcoming.at if upcoming is not None else math.inf,
                 retries[0][0] if retries else math.inf,
                 self.end,
             )
+            self.coarse = bool(self.backlog) and due < now + BACKLOG_TICK
+            self.sleep_until = now + BACKLOG_TICK if self.coarse else due
             self.wake.clear()
             self.wake.wait(self.sleep_until - now)
         self._close()
@@ -147,6 +154,8 @@ class Pacer:
         if self.closed:
             return None
         self.idle.append(user)
+        if self.coarse:
+            self.wake.set()  # attempts may be due that the pacer has not handed out yet
         return user.wait_for_work()
 
     def finished(self, a: Attempt) -> None:
