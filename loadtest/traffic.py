@@ -126,8 +126,11 @@ def _check_inputs(
     if url.scheme not in ("http", "https") or not url.hostname:
         raise ValueError(f"base_url: must be an http:// or https:// URL, got {base_url!r}")
     for tenant in tenant_ids(scenario.workload.tenants):
-        if not api_keys.get(tenant):
+        key = api_keys.get(tenant)
+        if not key:
             raise ValueError(f"api_keys: no key for tenant {tenant!r}")
+        if not all("!" <= c <= "~" for c in key):  # it goes into a header line verbatim
+            raise ValueError(f"api_keys: the key of {tenant!r} must be printable ASCII, no spaces")
     if not duration > 0:
         raise ValueError(f"duration: must be > 0 seconds, got {duration!r}")
     if locust_workers < 0 or remote_workers < 0:

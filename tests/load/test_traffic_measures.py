@@ -133,6 +133,10 @@ def test_bad_arguments_are_one_line_naming_the_argument(tmp_path: Path) -> None:
     sc = scenario(1.0, tenants=2, rate="1/s")
     cases = [
         (dict(api_keys={"tenant-1": "a"}), "api_keys: no key for tenant 'tenant-2'"),
+        (
+            dict(api_keys={"tenant-1": "a", "tenant-2": "b\r\nX: y"}),
+            "api_keys: the key of 'tenant-2' must be printable ASCII, no spaces",
+        ),
         (dict(base_url="ftp://x"), "base_url: must be an http:// or https:// URL"),
         (dict(duration=0.0), "duration: must be > 0 seconds"),
         (dict(locust_workers=-1), "locust_workers, remote_workers: must be >= 0"),
