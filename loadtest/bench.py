@@ -180,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seconds: float = args.seconds
     workers: int = args.locust_workers
+    checks = [("--seconds", seconds > 0, "> 0"), ("--rounds", args.rounds >= 1, ">= 1"),
+              ("--locust-workers", workers >= 0, ">= 0")]  # fmt: skip
+    for flag, ok, rule in checks:
+        if not ok:
+            print(f"error: {flag}: must be {rule}", file=sys.stderr)
+            return 2
     split = cpu_split()
     proc, url = start_server(None if split is None else split[0])
     if split is not None:
