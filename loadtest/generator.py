@@ -1,6 +1,6 @@
 """The Locust process: runs one traffic plan through Locust's runners and writes what it saw.
 
-    python -m loadtest.generator run --plan PLAN.json --out DIR [--parent-pid PID]
+    python -m loadtest.generator run --out DIR [--parent-pid PID] < PLAN.json
     python -m loadtest.generator worker --master-host HOST --master-port PORT [--parent-pid PID]
 
 `run` drives a `locust.env.Environment`: without workers (`plan.workers == 0`) a LocalRunner
@@ -282,7 +282,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.generator")
     roles = parser.add_subparsers(dest="role", required=True)
     run = roles.add_parser("run", help="run a traffic plan (local runner or master)")
-    run.add_argument("--plan", type=Path, required=True)
     run.add_argument("--out", type=Path, required=True)
     worker = roles.add_parser("worker", help="join a master as one more generator process")
     worker.add_argument("--master-host", required=True)
@@ -297,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.role == "worker":
             run_worker(args.master_host, args.master_port)
             return 0
-        plan = TrafficPlan.from_json(args.plan.read_text())
+        plan = TrafficPlan.from_json(sys.stdin.read())
         if plan.workers == 0:
             run_local(plan, args.out)
         else:

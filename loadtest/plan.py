@@ -1,6 +1,7 @@
 """The traffic plan: everything a generator process needs, as plain JSON.
 
-`run_traffic` writes it for the Locust process it starts; that process (as master) sends it to
+`run_traffic` hands it to the Locust process it starts (on stdin: it holds the API keys, which
+belong in no file); that process (as master) sends it to
 each worker in a Locust message, so a worker started by hand on another machine needs nothing
 but the master's address. JSON carries floats exactly (shortest repr), and the workload travels
 as its field values rather than its YAML form, whose `1833.33/s` would round the rate.
@@ -77,7 +78,7 @@ class TrafficPlan:
         return cls(**data)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> TrafficPlan:

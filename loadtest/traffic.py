@@ -189,25 +189,28 @@ def run_traffic(
     done_setup = setup_accounts(workload, base_url, api_keys, t0) if setup else None
     out = out_dir / "traffic"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "plan.json").write_text(plan.to_json())
     start_at = _run_generator(plan, out, on_start)
     return _result(plan, out, start_at, done_setup)
 
 
 class _Generator:
-    """The Locust process: its output goes to generator.log; `start_at` lines are picked up."""
+    """The Locust process: its output goes to generator.log; `start_at` lines are picked up.
+    The plan goes in on stdin, so the API keys are written to no file."""
 
     def __init__(self, plan: TrafficPlan, out: Path) -> None:
-        plan_file, parent = str(out / "plan.json"), str(os.getpid())
-        argv = [sys.executable, "-m", "loadtest.generator", "run", "--plan", plan_file,
-                "--out", str(out), "--parent-pid", parent]  # fmt: skip
+        argv = [sys.executable, "-m", "loadtest.generator", "run", "--out", str(out),
+                "--parent-pid", str(os.getpid())]  # fmt: skip
         self.proc = subprocess.Popen(
             argv,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches only us; we stop the group
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+        assert self.proc.stdin is not None
+        with self.proc.stdin as stdin:
+            stdin.write(plan.to_json().encode())
         self.events: queue.Queue[float] = queue.Queue()
         self.tail: deque[str] = deque(maxlen=20)
         self.log = (out / "generator.log").open("w")
