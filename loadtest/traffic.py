@@ -21,8 +21,8 @@ on_start=None) -> TrafficResult`
    (`python -m loadtest.generator worker --master-host HOST --master-port 5557`, docs/load.md);
    the run waits for all of them. Arrivals follow the scenario's workload for `duration`
    seconds (default `scenario.duration`) from the traffic start, which the generator chooses
-   once its users are up; `on_start(started_at)` is called with it (seconds since t0) before
-   the first arrival, so faults can be timed against it.
+   once its users are up; `on_start(started_at)` is called with it (seconds since t0) as soon
+   as it is chosen, half a second ahead, so faults can be timed against it.
 3. Waits, then returns the rows, the merged histograms, per-second rates, the generator's CPU
    samples and its verdict on itself. On any error, Ctrl-C included, the generator's process
    group is stopped before the exception propagates; the children also die with this process
