@@ -35,6 +35,7 @@ time through a full stall of the system up to the client timeout, at most 1,000 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -197,7 +198,7 @@ class _Generator:
     """The Locust process: its output goes to generator.log; `start_at` lines are picked up.
     The plan goes in on stdin, so the API keys are written to no file."""
 
-    def __init__(self, plan: TrafficPlan, out: Path) -> None:
+    def __init__(self, out: Path) -> None:
         argv = [sys.executable, "-m", "loadtest.generator", "run", "--out", str(out),
                 "--parent-pid", str(os.getpid())]  # fmt: skip
         self.proc = subprocess.Popen(
@@ -208,15 +209,17 @@ class _Generator:
             start_new_session=True,  # Ctrl-C reaches only us; we stop the group
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        assert self.proc.stdin is not None
-        with self.proc.stdin as stdin:
-            stdin.write(plan.to_json().encode())
         self.events: queue.Queue[float] = queue.Queue()
         self.tail: deque[str] = deque(maxlen=20)
         self.log = (out / "generator.log").open("w")
         assert self.proc.stdout is not None
         self.reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
         self.reader.start()
+
+    def send(self, plan: TrafficPlan) -> None:
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError), self.proc.stdin as stdin:
+            stdin.write(plan.to_json().encode())  # a process that died says why on its own
 
     def _read(self, stream: IO[bytes]) -> None:
         for raw in stream:
@@ -235,12 +238,13 @@ class _Generator:
 
 
 def _run_generator(plan: TrafficPlan, out: Path, on_start: Callable[[float], None] | None) -> float:
-    gen = _Generator(plan, out)
+    gen = _Generator(out)
     timeout = plan.scenario_workload.client.timeout
     remote = plan.workers > plan.local_workers
     deadline = time.monotonic() + (REMOTE_STARTUP_TIMEOUT if remote else STARTUP_TIMEOUT)
     start_at = math.nan
     try:
+        gen.send(plan)
         while gen.proc.poll() is None:
             if time.monotonic() > deadline:
                 raise gen.failure("did not finish in time")

@@ -3,6 +3,7 @@ omission, master/worker merging, and bad arguments."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from traffic_harness import check_rows, scenario
 
+from loadtest.errors import TrafficError
 from loadtest.traffic import run_traffic
 from reference_impl.runtime.launcher import free_port
 
@@ -127,6 +129,21 @@ def test_a_worker_started_by_hand_joins_the_run_as_on_another_machine(
     finally:
         worker.kill()
         worker.wait()
+
+
+@pytest.mark.timeout(120)
+def test_a_generator_that_cannot_start_raises_traffic_error_naming_why(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(TrafficError, match=r"exited 1: .*Address already in use"):
+            run_traffic(
+                scenario(1.0, rate="1/s"), "http://127.0.0.1:9", KEYS, t0=time.time(), seed=1,
+                out_dir=tmp_path, setup=False, remote_workers=1,
+                master_address=("127.0.0.1", port),
+            )  # fmt: skip
+    assert (tmp_path / "traffic" / "generator.log").read_text()
 
 
 def test_bad_arguments_are_one_line_naming_the_argument(tmp_path: Path) -> None:
