@@ -279,7 +279,7 @@ class LoadFaults:
         return name, "the run's database connections ended", back
 
     def _rebalance(self, fault: Rebalance) -> tuple[str, str, Undo]:
-        group = fault.group or self.rng.choice(["payments", "reporting", "settlement"])
+        group: str = fault.group or self.rng.choice(["payments", "reporting", "settlement"])
         store = open_store(self.system.store_url)
         try:
             with store.unit_of_work() as uow:

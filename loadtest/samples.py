@@ -76,7 +76,7 @@ class Sampler:
                 proc = self._procs[pid] = psutil.Process(pid)
                 proc.cpu_percent(None)  # the first call only starts the measurement
                 return float("nan")
-            return proc.cpu_percent(None) / 100.0
+            return float(proc.cpu_percent(None)) / 100.0
         except psutil.Error:
             return float("nan")
 

@@ -39,7 +39,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from reference_impl.runtime import RuntimeConfig, lifeline
+from reference_impl import lifeline
+from reference_impl.runtime import RuntimeConfig
 from reference_impl.runtime.processes import ENV, METRICS_ENV
 from scenarios.schema import Scenario
 

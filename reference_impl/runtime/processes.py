@@ -32,7 +32,8 @@ from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from reference_impl.runtime import Runtime, RuntimeConfig, lifeline
+from reference_impl import lifeline
+from reference_impl.runtime import Runtime, RuntimeConfig
 from reference_impl.runtime.metrics import PublishedWorkerCounters
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from reference_impl.runtime import lifeline
+from reference_impl import lifeline
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 
@@ -34,7 +34,7 @@ def test_a_child_dies_with_its_sigkilled_parent() -> None:
         [sys.executable, "-c", textwrap.dedent(
             """
             import subprocess, sys, time
-            from reference_impl.runtime import lifeline
+            from reference_impl import lifeline
             child = subprocess.Popen(lifeline.command(["sleep", "300"]))
             print(child.pid, flush=True)
             time.sleep(300)
@@ -69,6 +69,6 @@ def test_a_child_whose_parent_is_already_gone_kills_itself() -> None:
 
 
 def test_usage_errors_exit_2() -> None:
-    argv = [sys.executable, "-m", "reference_impl.runtime.lifeline", "sleep", "1"]
+    argv = [sys.executable, "-m", "reference_impl.lifeline", "sleep", "1"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "usage:" in done.stderr

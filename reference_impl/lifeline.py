@@ -8,7 +8,7 @@ any instant (nothing is acknowledged before it commits), so no gentler signal is
 
 Two ways in, for the two kinds of child:
 - `command(argv)` wraps a command a supervisor starts (uvicorn's CLI, a worker process, a load
-  generator): `python -m reference_impl.runtime.lifeline PARENT -- argv...` arms the signal and
+  generator): `python -m reference_impl.lifeline PARENT -- argv...` arms the signal and
   then execs argv, which keeps it (PR_SET_PDEATHSIG survives exec). No `preexec_fn`, which is
   unsafe in a parent that has threads.
 - `die_with_parent(pid)` for a process that runs our code but is started by someone else, such
@@ -54,7 +54,7 @@ def command(argv: Sequence[str], parent: int | None = None) -> list[str]:
 
 
 def main(args: Sequence[str]) -> int:
-    """`python -m reference_impl.runtime.lifeline PARENT -- COMMAND...`: exec COMMAND, armed."""
+    """`python -m reference_impl.lifeline PARENT -- COMMAND...`: exec COMMAND, armed."""
     if len(args) < 3 or not args[0].isdigit() or args[1] != "--":
         print(f"usage: python -m {__name__} PARENT_PID -- COMMAND [ARG]...", file=sys.stderr)
         return 2
