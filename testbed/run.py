@@ -116,14 +116,37 @@ def run(
         Path | None, typer.Option(help="run directory (default runs/NAME-SEED-N)")
     ] = None,
     bug: BugOption = None,
+    store: Annotated[
+        str | None,
+        typer.Option(help="load: the store URL (default SQLite in the run directory)"),
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(help="load: drive this system (its API, docs/api.md) instead of ours"),
+    ] = None,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(help="load with --target: TENANT:KEY for each of the scenario's tenants"),
+    ] = None,
+    locust_workers: Annotated[
+        int, typer.Option(min=0, max=64, help="load: Locust worker processes (0: one process)")
+    ] = 0,
 ) -> None:
     """Run a scenario, write its run record, audit it and check its SLOs."""
     err = Console(stderr=True)
     console = Console()
-    if mode == "load":
-        _fail_input(err, ["--mode load: the load runtime is not available yet; use --mode sim"])
-    if mode != "sim":
+    if mode not in ("sim", "load"):
         _fail_input(err, [f"--mode: must be sim or load, got {mode!r}"])
+    load_only = {"--store": store, "--target": target, "--api-key": api_key}
+    for flag, value in load_only.items():
+        if value and mode != "load":
+            _fail_input(err, [f"{flag}: only with --mode load"])
+    if locust_workers and mode != "load":
+        _fail_input(err, ["--locust-workers: only with --mode load"])
+    if store and target:
+        _fail_input(err, ["--store: not with --target (the target keeps its own store)"])
+    if api_key and not target:
+        _fail_input(err, ["--api-key: only with --target (ours are generated)"])
     if seed is not None and not 0 <= seed < 2**63:
         _fail_input(err, ["--seed: must be between 0 and 2^63-1"])
     try:
@@ -135,7 +158,13 @@ def run(
         _fail_input(err, [str(e)])
     the_seed = loaded.scenario.seed if seed is None else seed
     run_dir = out if out is not None else next_run_dir(RUNS, loaded.name, the_seed)
-    summary = execute(loaded, the_seed, run_dir, console)
+    if mode == "load":
+        keys = _target_keys(err, loaded, target, api_key)
+        summary = execute_load(
+            loaded, the_seed, run_dir, console, err, store, target, keys, locust_workers
+        )
+    else:
+        summary = execute(loaded, the_seed, run_dir, console)
     for table in verdict_tables(summary):
         console.print(table)
     console.print(f"run directory: {run_dir}")
@@ -146,6 +175,75 @@ def run(
             soft_wrap=True,
         )
         raise typer.Exit(1)
+
+
+def _target_keys(
+    err: Console, loaded: LoadedScenario, target: str | None, api_key: list[str] | None
+) -> dict[str, str]:
+    """tenant -> key for --target, one for every tenant of the scenario (names the flag)."""
+    if target is None:
+        return {}
+    from loadtest.system import tenant_ids
+
+    keys: dict[str, str] = {}
+    for value in api_key or []:
+        tenant, sep, key = value.partition(":")
+        if not sep or not tenant or not key:
+            _fail_input(err, [f"--api-key: expected TENANT:KEY, got {value!r}"])
+        keys[tenant] = key
+    missing = [t for t in tenant_ids(loaded.scenario.workload.tenants) if t not in keys]
+    if missing:
+        _fail_input(err, [f"--api-key: no key for tenant {missing[0]!r} of the scenario"])
+    return keys
+
+
+def execute_load(
+    loaded: LoadedScenario,
+    seed: int,
+    run_dir: Path,
+    console: Console,
+    err: Console,
+    store: str | None,
+    target: str | None,
+    keys: dict[str, str],
+    locust_workers: int,
+) -> dict[str, Any]:
+    """Run against real processes (or `target`), write the record, audit; returns the summary.
+
+    The system could not be started, or the traffic not sent: one line, exit 2, and no
+    process left behind (the load runtime stops everything it started before it raises).
+    """
+    from loadtest.errors import TrafficError
+    from loadtest.run import run_load
+    from loadtest.system import SystemError_
+    from reference_impl.service.ports import InvalidStoreURL, StoreError
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"{loaded.name} seed {seed} (load)", total=loaded.scenario.duration)
+
+        def progress(phase: str, done: float, total: float) -> None:
+            bar.update(task, description=f"{loaded.name} seed {seed}: {phase}", completed=done,
+                       total=total)  # fmt: skip
+
+        try:
+            result = run_load(
+                loaded.scenario, loaded.name, seed, run_dir, store=store, target=target,
+                target_keys=keys, locust_workers=locust_workers, progress=progress,
+            )  # fmt: skip
+        except (InvalidStoreURL, StoreError) as e:
+            _fail_input(err, [f"--store: {e}"])
+        except SystemError_ as e:
+            _fail_input(err, [f"the system could not be started: {e}"])
+        except (TrafficError, ValueError) as e:
+            _fail_input(err, [f"the traffic could not run: {e}"])
+    return write_run(run_dir, loaded.scenario, loaded.name, seed, result.tables, result.meta)
 
 
 def execute(loaded: LoadedScenario, seed: int, run_dir: Path, console: Console) -> dict[str, Any]:

@@ -1,0 +1,290 @@
+"""One load run: the scenario's traffic and faults against real processes, then the run record.
+
+Against the reference system (the default): start its processes from the topology
+(loadtest/system.py), open and fund the accounts and send the traffic through the HTTP API
+(loadtest/traffic.py), apply the scenario's faults to the processes on the wall clock
+(loadtest/faults.py), sample the processes and the consumer groups (loadtest/samples.py), drain
+until every accepted payment is terminal or the scenario's drain runs out, then read the record's
+tables from the store (loadtest/export.py) and stop everything, whatever happened.
+
+Against someone else's system (`target`): the same traffic through its API, no process faults
+(every fault is listed as not applied), the drain watched and the tables read through its API.
+
+The process's main thread starts and restarts the system's processes (see system.py) while the
+traffic runs on a thread of its own; Ctrl-C stops the traffic and the system before it
+propagates.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+
+from loadtest import export
+from loadtest.faults import FaultRow, LoadFaults, Window, plan
+from loadtest.samples import Sampler, Samples
+from loadtest.system import ReferenceSystem, run_store_url, tenant_ids
+from loadtest.traffic import TrafficResult, run_traffic
+from reference_impl.adapters import open_store, redact_url
+from reference_impl.adapters.record_tables import frame
+from reference_impl.core.payments import TERMINAL, Payment
+from reference_impl.service.payments import PAYMENT
+from reference_impl.service.settlement import SettlementConfig
+from scenarios.schema import Scenario
+
+DRAIN_POLL_S = 0.5
+Progress = Callable[[str, float, float], None]
+"""(phase, done, total) as the run advances."""
+
+
+@dataclass(frozen=True)
+class LoadRun:
+    tables: dict[str, pd.DataFrame]
+    meta: dict[str, Any]
+    traffic: TrafficResult
+
+
+def run_load(
+    scenario: Scenario,
+    name: str,
+    seed: int,
+    run_dir: Path,
+    *,
+    store: str | None = None,
+    target: str | None = None,
+    target_keys: Mapping[str, str] | None = None,
+    locust_workers: int = 0,
+    progress: Progress | None = None,
+) -> LoadRun:
+    """Run the scenario against real processes (or `target`); the record's tables and meta."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if target is not None:
+        return _against_target(scenario, name, seed, run_dir, target, target_keys or {},
+                               locust_workers, progress)  # fmt: skip
+    url = run_store_url(store, run_dir)
+    t0 = time.time()
+    with ReferenceSystem(scenario, run_dir, url, tuple(scenario.bugs)) as system:
+        faults = LoadFaults(system, plan(scenario, seed), t0, random.Random(f"{seed}/targets"))
+        sampler = Sampler(system.pids, url, scenario.topology.event_log.partitions, t0)
+        sampler.start()
+        try:
+            traffic = _traffic(
+                scenario, system.url, system.api_keys, t0, seed, run_dir, locust_workers,
+                faults.start, system.supervise, progress,
+            )  # fmt: skip
+            faults.stop()
+            drained = _drain(scenario, lambda: _open_in_store(url, system.api_keys), t0,
+                             system.supervise, progress)  # fmt: skip
+        finally:
+            faults.stop()
+            samples = sampler.stop()
+        partners = SettlementConfig().partners
+        tables = export.from_store(url, list(system.api_keys), partners, t0)
+        restarts = {n: p.restarts for n, p in system.processes.items() if p.restarts}
+    meta = _meta(scenario, name, seed, t0, traffic, faults.rows, drained)
+    meta["store"] = redact_url(url)
+    meta["restarts"] = restarts
+    return LoadRun(_complete(tables, traffic, faults.rows, samples), meta, traffic)
+
+
+def _against_target(
+    scenario: Scenario,
+    name: str,
+    seed: int,
+    run_dir: Path,
+    target: str,
+    keys: Mapping[str, str],
+    locust_workers: int,
+    progress: Progress | None,
+) -> LoadRun:
+    t0 = time.time()
+    windows = plan(scenario, seed)
+    traffic = _traffic(scenario, target, dict(keys), t0, seed, run_dir, locust_workers,
+                       None, lambda: None, progress)  # fmt: skip
+    rows = [
+        FaultRow(traffic.started_at + w.at, traffic.started_at + w.at + w.fault.duration,
+                 w.fault.kind, "", "not applied: the target is someone else's system")
+        for w in windows
+    ]  # fmt: skip
+    accounts = _accounts(scenario)
+    drained = _drain(scenario, lambda: _open_through_api(target, keys, traffic), t0,
+                     lambda: None, progress)  # fmt: skip
+    tables = export.from_api(target, dict(keys), accounts, t0)
+    meta = _meta(scenario, name, seed, t0, traffic, rows, drained)
+    meta["target"] = target
+    return LoadRun(_complete(tables, traffic, rows, Samples()), meta, traffic)
+
+
+def _accounts(scenario: Scenario) -> list[str]:
+    from loadtest.pacing import account_ids
+
+    return ["funding", *account_ids(scenario.workload.accounts)]
+
+
+def _traffic(
+    scenario: Scenario,
+    url: str,
+    keys: dict[str, str],
+    t0: float,
+    seed: int,
+    run_dir: Path,
+    locust_workers: int,
+    on_start: Callable[[float], None] | None,
+    supervise: Callable[[], None],
+    progress: Progress | None,
+) -> TrafficResult:
+    """Run the traffic on a thread; this thread supervises the processes until it is done."""
+    result: dict[str, Any] = {}
+
+    def send() -> None:
+        try:
+            result["traffic"] = run_traffic(
+                scenario, url, keys, t0=t0, seed=seed, out_dir=run_dir,
+                locust_workers=locust_workers, on_start=on_start,
+            )  # fmt: skip
+        except BaseException as e:
+            result["error"] = e
+
+    thread = threading.Thread(target=send, name="traffic", daemon=True)
+    thread.start()
+    start = time.monotonic()
+    while thread.is_alive():
+        thread.join(0.2)
+        supervise()
+        if progress is not None:
+            progress("traffic", min(time.monotonic() - start, scenario.duration), scenario.duration)
+    if "error" in result:
+        raise result["error"]
+    traffic: TrafficResult = result["traffic"]
+    return traffic
+
+
+def _open_in_store(url: str, keys: Mapping[str, str]) -> int:
+    store = open_store(url)
+    try:
+        with store.unit_of_work() as uow:
+            return sum(
+                1
+                for tenant in keys
+                for _, text in uow.list_records(PAYMENT, tenant, "", 1_000_000)
+                if Payment.from_json(text).status not in TERMINAL
+            )
+    finally:
+        store.close()
+
+
+def _open_through_api(target: str, keys: Mapping[str, str], traffic: TrafficResult) -> int:
+    open_ = 0
+    for key in keys.values():
+        with httpx.Client(base_url=target, headers={"Authorization": f"Bearer {key}"}) as http:
+            after = ""
+            while page := http.get("/v1/payments", params={"after": after, "limit": 1000}).json()[
+                "payments"
+            ]:
+                open_ += sum(1 for p in page if p["status"] not in _TERMINAL)
+                after = page[-1]["id"]
+    return open_
+
+
+_TERMINAL = {s.value for s in TERMINAL}
+
+
+def _drain(
+    scenario: Scenario,
+    open_payments: Callable[[], int],
+    t0: float,
+    supervise: Callable[[], None],
+    progress: Progress | None,
+) -> bool:
+    """Wait until no accepted payment is open, or the scenario's drain runs out."""
+    deadline = time.monotonic() + scenario.drain
+    while True:
+        supervise()
+        try:
+            left = open_payments()
+        except Exception:  # the store is recovering: look again
+            left = -1
+        if left == 0:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        if progress is not None:
+            progress("drain", scenario.drain - (deadline - time.monotonic()), scenario.drain)
+        time.sleep(DRAIN_POLL_S)
+
+
+def _complete(
+    tables: dict[str, pd.DataFrame],
+    traffic: TrafficResult,
+    rows: list[FaultRow],
+    samples: Samples,
+) -> dict[str, pd.DataFrame]:
+    requests = [traffic.requests]
+    if traffic.setup is not None:
+        requests.insert(0, traffic.setup.rows)
+    tables["requests"] = pd.concat(requests, ignore_index=True)
+    tables["faults"] = frame(
+        [_row(r) for r in rows], ["start", "end", "kind", "target", "detail"], ["start", "target"]
+    )
+    tables["nodes"] = frame(
+        samples.nodes,
+        ["at", "node", "utilization", "cpu", "queue_length", "busy_workers", "lag", "headroom"],
+        ["at", "node"],
+    )
+    tables["partitions"] = frame(
+        samples.partitions,
+        ["at", "group", "partition", "member", "lag"],
+        ["at", "group", "partition"],
+    )
+    return tables
+
+
+def _row(r: FaultRow) -> dict[str, Any]:
+    return {"start": r.start, "end": r.end, "kind": r.kind, "target": r.target, "detail": r.detail}
+
+
+def _meta(
+    scenario: Scenario,
+    name: str,
+    seed: int,
+    t0: float,
+    traffic: TrafficResult,
+    rows: list[FaultRow],
+    drained: bool,
+) -> dict[str, Any]:
+    return {
+        "mode": "load",
+        "seed": seed,
+        "scenario": name,
+        "duration": scenario.duration,
+        "t0": t0,
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "drained": drained,
+        "traffic_started_at": traffic.started_at,
+        "generator": {
+            "bound": traffic.generator_bound,
+            "reason": traffic.generator_reason,
+            "missed_sends": traffic.missed_sends,
+            "unsent": traffic.unsent,
+            "processes": traffic.processes,
+        },
+        "faults_not_applied": [
+            {"kind": r.kind, "target": r.target, "reason": r.detail.removeprefix("not applied: ")}
+            for r in sorted(rows, key=lambda r: (r.start, r.kind))
+            if not r.applied
+        ],
+        "tenants": tenant_ids(scenario.workload.tenants),
+    }
+
+
+__all__ = ["LoadRun", "Window", "run_load"]
