@@ -18,6 +18,7 @@ import pytest
 
 from reference_impl.adapters.bank_partner import (
     BankPartnerSimulator,
+    MemoryBook,
     PartnerBehaviour,
     PartnerUnavailable,
 )
@@ -402,8 +403,8 @@ def test_a_perfect_partner_books_every_payment_on_the_days_statement() -> None:
     sim.submit(sent_batch(3), 10.0)
     sim.submit(sent_batch(2, 7, "USD"), 30.0)
     sim.submit(sent_batch(3), 40.0)  # the same batch id again: not booked twice
-    assert sim.statements(119.0) == []
-    eur, usd = sorted(sim.statements(120.0), key=lambda s: s.currency)
+    assert sim.statements_after(0, 119.0) == []
+    eur, usd = sorted(sim.statements_after(0, 120.0), key=lambda s: s.currency)
     assert [ln.end_to_end_id for ln in eur.lines] == ["EUR-1-0", "EUR-1-1", "EUR-1-2"]
     assert (eur.opening_balance, eur.closing_balance, eur.period_start, eur.period_end) == (
         0,
@@ -412,8 +413,11 @@ def test_a_perfect_partner_books_every_payment_on_the_days_statement() -> None:
         100.0,
     )
     assert (usd.closing_balance, usd.created_at) == (14, 120.0)
-    assert sim.statements(120.0) == []  # each statement is delivered once
-    [next_day] = [s for s in sim.statements(220.0) if s.currency == "EUR"]
+    # The feed keeps what it issued: read again from the start, the same statements; from
+    # after them, nothing new until the next day ends.
+    assert sorted(sim.statements_after(0, 120.0), key=lambda s: s.currency) == [eur, usd]
+    assert sim.statements_after(2, 120.0) == []
+    [next_day] = [s for s in sim.statements_after(2, 220.0) if s.currency == "EUR"]
     assert (next_day.opening_balance, next_day.closing_balance, next_day.lines) == (300, 300, ())
 
 
@@ -429,7 +433,7 @@ def simulated_statements(seed: int) -> list[Statement]:
     )
     for seq in range(1, 4):
         sim.submit(sent_batch(10, seq=seq), 10.0 * seq)
-    return sim.statements(1_000.0)
+    return sim.statements_after(0, 1_000.0)
 
 
 def simulator_sample() -> str:
@@ -453,7 +457,7 @@ def test_a_misbehaving_partner_misbehaves_in_every_way() -> None:
     )
     for seq in range(1, 9):
         sim.submit(sent_batch(10, seq=seq), 5.0 * seq)
-    statements = sim.statements(1_000.0)
+    statements = sim.statements_after(0, 1_000.0)
     lines = [ln for s in statements for ln in s.lines]
     credits = [ln.end_to_end_id for ln in lines if ln.kind is CREDIT]
     sent = {f"EUR-{seq}-{i}" for seq in range(1, 9) for i in range(10)}
@@ -472,10 +476,10 @@ def test_an_outage_refuses_batches_and_withholds_statements_until_it_ends() -> N
     sim = simulator(outage_until=50.0)
     with pytest.raises(PartnerUnavailable, match="bank-a"):
         sim.submit(sent_batch(1), 10.0)
-    assert sim.booked == set()
+    assert isinstance(sim.book, MemoryBook) and sim.book.booked == set()
     sim.submit(sent_batch(1), 60.0)
     sim.behaviour = replace(sim.behaviour, outage_until=250.0)
-    assert sim.statements(240.0) == []
-    day0, day1 = sim.statements(250.0)
+    assert sim.statements_after(0, 240.0) == []
+    day0, day1 = sim.statements_after(0, 250.0)
     assert [ln.end_to_end_id for ln in day0.lines] == ["EUR-1-0"]
     assert (day1.period_start, day1.lines) == (100.0, ())
