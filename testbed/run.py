@@ -18,6 +18,7 @@ from rich.table import Table
 
 from reference_impl.bugs import BUGS, valid_names
 from scenarios.loader import LoadedScenario, ScenarioError, load_scenario, resolved_yaml
+from scenarios.slo import LATENCY_KINDS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,7 +48,7 @@ def verdict_tables(summary: dict[str, Any]) -> list[Table]:
     latency.add_column("")
     for head in ("p50", "p95", "p99", "p99.9", "max"):
         latency.add_column(head, justify="right")
-    for kind in ("ack", "posted"):
+    for kind in LATENCY_KINDS:
         latency.add_row(
             kind, *(_ms(m[f"{kind}.{s}"]) for s in ("p50", "p95", "p99", "p999", "max"))
         )
@@ -72,7 +73,7 @@ def _slo_value(slo: dict[str, Any]) -> str:
     v = slo["left"]
     if v is None:
         return "-"
-    return _ms(v) if slo["slo"].startswith(("ack.", "posted.")) else f"{v:.4g}"
+    return _ms(v) if slo["slo"].startswith(tuple(f"{k}." for k in LATENCY_KINDS)) else f"{v:.4g}"
 
 
 def _mark(ok: bool) -> str:
@@ -191,7 +192,7 @@ def write_run(
     write_run_record(run_dir, tables=tables, meta=meta, scenario_yaml=resolved_yaml(scenario))
     audited = audit(load_run(run_dir))
     write_audit(run_dir, audited)
-    summary = summarise(scenario, name, seed, tables, audited.to_json())
+    summary = summarise(scenario, name, seed, tables, audited.to_json(), mode=meta["mode"])
     (run_dir / "summary.json").write_text(dumps(summary))
     return summary
 
