@@ -6,7 +6,13 @@ import importlib
 
 import typer
 
-COMMAND_MODULES = ("testbed.run", "testbed.scenarios_cmd", "testbed.serve", "testbed.seeds")
+COMMAND_MODULES = (
+    "testbed.run",
+    "testbed.scenarios_cmd",
+    "testbed.serve",
+    "testbed.seeds",
+    "testbed.report",
+)
 
 
 def register(app: typer.Typer) -> None:

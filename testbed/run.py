@@ -139,7 +139,7 @@ def run(
     summary = execute(loaded, the_seed, run_dir, console)
     for table in verdict_tables(summary):
         console.print(table)
-    console.print(f"run directory: {run_dir}")
+    console.print(f"run directory: {run_dir} (report: {run_dir / 'report.html'})", soft_wrap=True)
     if not summary["passed"]:
         console.print(
             f"[red]failed[/red]; reproduce with: testbed run {scenario} --seed {the_seed}"
@@ -181,19 +181,23 @@ def write_run(
     tables: Mapping[str, pd.DataFrame],
     meta: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """A simulated run's record, audit.json and summary.json; returns the summary.
+    """A run's record, audit.json, summary.json and report.html; returns the summary.
 
-    The audit reads the record back from disk, so what it judges is what was written.
+    The audit and the report read the record back from disk, so what they judge is what was
+    written.
     """
     from reports.audit import audit, write_audit
     from reports.record import load_run, write_run_record
+    from reports.run_report import build_run_report
     from testbed.summary import dumps, summarise
 
     write_run_record(run_dir, tables=tables, meta=meta, scenario_yaml=resolved_yaml(scenario))
-    audited = audit(load_run(run_dir))
+    record = load_run(run_dir)
+    audited = audit(record)
     write_audit(run_dir, audited)
     summary = summarise(scenario, name, seed, tables, audited.to_json(), mode=meta["mode"])
     (run_dir / "summary.json").write_text(dumps(summary))
+    build_run_report(run_dir, record, audited.to_json())
     return summary
 
 
