@@ -1,15 +1,14 @@
 """report.html for one run: what a person hands their team after a run, in one file.
 
-Built from the run directory alone (the record, its audit.json and scenario.yaml), so a sim run
-and a load run get the same report, and `testbed report RUN_DIR` can rebuild it at any time.
-Metrics and SLOs are computed afresh from the record; the audit is read from audit.json (the
-verdict the run was given) and computed only when a directory has none.
+Built from the run directory alone (reports/runs.py: the record, its audit.json and
+scenario.yaml), so a sim run and a load run get the same report, and `testbed report RUN_DIR`
+can rebuild it at any time. Metrics and SLOs are computed afresh from the record; the audit is
+read from audit.json (the verdict the run was given) and computed only when a directory has
+none.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,51 +16,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from reports import charts
-from reports.html import Html, banner, code, esc, figure, mark, ms, num, page, table
-from reports.metrics import first_acked, latencies, latency_stats, metrics
-from reports.record import RunRecord, RunRecordError, load_run
+from reports.html import banner, code, esc, figure, mark, ms, num, page, table
+from reports.metrics import first_acked, latency_stats
+from reports.record import RunRecord
+from reports.runs import Run, SloOutcome, open_run
 from reports.stages import NOT_RECORDED, stages
-from scenarios.slo import LATENCY_KINDS, SloError, parse_slo
-from scenarios.units import parse_duration
+from scenarios.slo import LATENCY_KINDS
 
 REPORT = "report.html"
 MAX_ROWS = 100
 """Violations and faults listed in the page; the rest are in audit.json and faults.parquet."""
 _NODE_BASE = ("at", "node")
-
-
-def scenario_data(record: RunRecord) -> dict[str, Any]:
-    """The run's resolved scenario as plain data ({} when the record has none)."""
-    data = yaml.safe_load(record.scenario_yaml) if record.scenario_yaml else None
-    return data if isinstance(data, dict) else {}
-
-
-def run_duration(record: RunRecord) -> float:
-    """The traffic window in seconds: meta.json's `duration`, else the scenario's."""
-    value = record.meta.get("duration")
-    if isinstance(value, int | float) and value > 0:
-        return float(value)
-    raw = scenario_data(record).get("duration")
-    try:
-        seconds = parse_duration(raw)
-    except Exception:  # pydantic's custom error: not a duration
-        seconds = 0.0
-    if seconds <= 0:
-        raise RunRecordError("run record: neither meta.json nor scenario.yaml gives a duration")
-    return seconds
-
-
-def audit_of(run_dir: Path, record: RunRecord) -> dict[str, Any]:
-    path = run_dir / "audit.json"
-    if path.exists():
-        found: dict[str, Any] = json.loads(path.read_text())
-        return found
-    from reports.audit import audit
-
-    return audit(record).to_json()
 
 
 def reproduce_command(run_dir: Path, record: RunRecord) -> str:
@@ -73,40 +40,32 @@ def reproduce_command(run_dir: Path, record: RunRecord) -> str:
 
 
 def build_run_report(run_dir: str | os.PathLike[str], record: RunRecord | None = None,
-                     audit_json: Mapping[str, Any] | None = None) -> Path:  # fmt: skip
-    """Write RUN_DIR/report.html (atomically) and return its path; RunRecordError if the
-    directory is not a readable run."""
-    base = Path(run_dir)
-    record = load_run(base) if record is None else record
-    audit_json = audit_of(base, record) if audit_json is None else audit_json
-    text = render(base, record, audit_json)
-    out = base / REPORT
+                     audit_json: dict[str, Any] | None = None) -> Path:  # fmt: skip
+    """Write RUN_DIR/report.html (atomically) and return its path; NotARun if the directory
+    is not a readable run."""
+    run = open_run(Path(run_dir), "DIR", record, audit_json)
+    out = run.path / REPORT
     tmp = out.with_name(REPORT + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_text(render(run), encoding="utf-8")
     os.replace(tmp, out)
     return out
 
 
-def render(run_dir: Path, record: RunRecord, audit_json: Mapping[str, Any]) -> str:
-    scenario = scenario_data(record)
-    duration = run_duration(record)
-    tables = {"requests": record.requests, "payments": record.payments, "journal": record.journal}
-    m = metrics(tables, duration, audit_json["counts"])
-    slos = [_evaluate(text, m) for text in scenario.get("slos") or []]
-    passed = bool(audit_json["ok"]) and all(s["passed"] for s in slos)
-    name = str(record.meta.get("scenario") or scenario.get("description") or run_dir.name)
-    mode = str(record.meta.get("mode"))
+def render(run: Run) -> str:
+    record, run_dir, m = run.record, run.path, run.metrics
+    mode = run.mode
     t0 = 0.0 if mode == "sim" or record.requests.empty else float(record.requests["sent_at"].min())
-    span = _span(record, t0, duration)
-    samples = latencies(tables)
+    span = _span(record, t0, run.duration)
+    samples = run.samples
+    audit_json = run.audit
     body = [
-        f"<h1>{esc(name)}: seed {esc(record.seed)} ({esc(mode)} run)</h1>",
-        f"<p>{esc(scenario.get('description', ''))}</p>",
-        f"<p>{banner(passed, 'PASS' if passed else 'FAIL')} "
+        f"<h1>{esc(run.name)}: seed {esc(record.seed)} ({esc(mode)} run)</h1>",
+        f"<p>{esc(run.scenario.get('description', ''))}</p>",
+        f"<p>{banner(run.passed, 'PASS' if run.passed else 'FAIL')} "
         f"<span class='note'>run directory {code(str(run_dir))}</span></p>",
-        _facts(record, scenario, duration),
+        _facts(record, run.scenario, run.duration),
         "<h2>Verdict</h2>",
-        _verdict(m, record, audit_json, slos),
+        _verdict(m, record, audit_json, run.slos),
         "<h2>Latency</h2>",
         _latency_table(samples),
         figure(
@@ -119,16 +78,16 @@ def render(run_dir: Path, record: RunRecord, audit_json: Mapping[str, Any]) -> s
         "<h2>Nodes: utilization and queues</h2>",
         *_nodes(record, t0),
         "<h2>Where the time goes: stages</h2>",
-        *_stages(tables),
+        *_stages(run.tables),
         "<h2>Audit</h2>",
         *_audit(run_dir, record, audit_json),
         "<h2>SLOs</h2>",
-        _slo_table(slos),
+        _slo_table(run.slos),
         "<h2>Faults</h2>",
         _faults(record.faults, t0),
         f"<p class='note'>Rebuild this page with {code(f'testbed report {run_dir}')}.</p>",
     ]
-    return page(f"{name} seed {record.seed}: run report", body)
+    return page(f"{run.name} seed {record.seed}: run report", body)
 
 
 def _span(record: RunRecord, t0: float, duration: float) -> float:
@@ -138,14 +97,6 @@ def _span(record: RunRecord, t0: float, duration: float) -> float:
         if len(frame) and frame[col].notna().any():
             ends.append(float(frame[col].max()) - t0)
     return max(ends)
-
-
-def _evaluate(text: str, m: Mapping[str, float]) -> dict[str, Any]:
-    try:
-        r = parse_slo(text).evaluate(m)
-    except SloError as e:
-        return {"slo": text, "passed": False, "left": math.nan, "right": math.nan, "error": str(e)}
-    return {"slo": r.text, "passed": r.passed, "left": r.left, "right": r.right, "error": ""}
 
 
 def _is_latency(slo: str) -> bool:
@@ -170,7 +121,7 @@ def _facts(record: RunRecord, scenario: Mapping[str, Any], duration: float) -> s
 
 
 def _verdict(m: Mapping[str, float], record: RunRecord, audit_json: Mapping[str, Any],
-             slos: list[dict[str, Any]]) -> str:  # fmt: skip
+             slos: list[SloOutcome]) -> str:  # fmt: skip
     rows: list[tuple[object, ...]] = [
         ("offered", f"{m['offered']:.1f}/s", ""),
         ("throughput (acknowledged)", f"{m['throughput']:.1f}/s", ""),
@@ -181,8 +132,8 @@ def _verdict(m: Mapping[str, float], record: RunRecord, audit_json: Mapping[str,
     found = ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "no violations"
     rows.append(("audit", found, mark(bool(audit_json["ok"]))))
     for s in slos:
-        value = ms(s["left"]) if _is_latency(s["slo"]) else num(s["left"])
-        rows.append((f"SLO {s['slo']}", value, mark(s["passed"])))
+        value = ms(s.left) if _is_latency(s.slo) else num(s.left)
+        rows.append((f"SLO {s.slo}", value, mark(s.passed)))
     return table(["check", "value", ""], rows)
 
 
@@ -286,14 +237,13 @@ def _audit(run_dir: Path, record: RunRecord, audit_json: Mapping[str, Any]) -> l
     return out
 
 
-def _slo_table(slos: list[dict[str, Any]]) -> str:
+def _slo_table(slos: list[SloOutcome]) -> str:
     if not slos:
         return "<p>The scenario sets no SLOs.</p>"
     rows = []
     for s in slos:
-        fmt = ms if _is_latency(s["slo"]) else num
-        rows.append((s["slo"], fmt(s["left"]), num(s["right"]), Html(mark(s["passed"])),
-                     s["error"]))  # fmt: skip
+        fmt = ms if _is_latency(s.slo) else num
+        rows.append((s.slo, fmt(s.left), num(s.right), mark(s.passed), s.error))
     return table(["SLO", "measured", "threshold", "", "note"], rows)
 
 

@@ -12,6 +12,8 @@ COMMAND_MODULES = (
     "testbed.serve",
     "testbed.seeds",
     "testbed.report",
+    "testbed.gate",
+    "testbed.compare",
 )
 
 

@@ -29,7 +29,7 @@ def report(
     ],
 ) -> None:
     """Rebuild report.html for each run, campaign or sweep directory."""
-    from reports.record import RunRecordError
+    from reports.runs import NotARun
 
     err, console = Console(stderr=True), Console()
     kinds = {d: kind_of(d) for d in dirs}
@@ -44,8 +44,9 @@ def report(
     for d, kind in kinds.items():
         try:
             out = _build(d, kind or "")
-        except (RunRecordError, ValueError, KeyError, OSError) as e:
-            err.print(f"DIR: {d}: {e}", markup=False, highlight=False, soft_wrap=True)
+        except (ValueError, KeyError, OSError) as e:  # an unreadable record or summary
+            line = str(e) if isinstance(e, NotARun) else f"DIR: {d}: {e}"
+            err.print(line, markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         console.print(f"{kind} report: {out}", markup=False, soft_wrap=True)
 
