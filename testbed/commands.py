@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "testbed.report",
     "testbed.gate",
     "testbed.compare",
+    "testbed.sweep",
 )
 
 

@@ -28,7 +28,7 @@ def compare(
     from reports.compare import build_compare_report, cell, change_text, rows, slo_rows
     from reports.runs import open_run
 
-    err, console = Console(stderr=True), Console()
+    err, console = Console(stderr=True, emoji=False), Console()
     target = out if out is not None else run_b / "compare.html"
     try:
         if target.is_dir():

@@ -52,7 +52,7 @@ def gate(
     from reports.gate import evaluate, write_junit
     from reports.runs import open_run
 
-    err, console = Console(stderr=True), Console()
+    err, console = Console(stderr=True, emoji=False), Console()
 
     def bad(line: str) -> None:
         err.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -31,7 +31,7 @@ def report(
     """Rebuild report.html for each run, campaign or sweep directory."""
     from reports.runs import NotARun
 
-    err, console = Console(stderr=True), Console()
+    err, console = Console(stderr=True, emoji=False), Console()
     kinds = {d: kind_of(d) for d in dirs}
     for d, kind in kinds.items():
         if kind is None:
@@ -56,6 +56,10 @@ def _build(directory: Path, kind: str) -> Path:
         from reports.campaign_report import build_campaign_report
 
         return build_campaign_report(directory)
+    if kind == "sweep":
+        from reports.capacity import build_capacity_report
+
+        return build_capacity_report(directory)
     from reports.run_report import build_run_report
 
     return build_run_report(directory)

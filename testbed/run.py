@@ -121,10 +121,10 @@ def run(
     """Run a scenario, write its run record, audit it and check its SLOs."""
     err = Console(stderr=True)
     console = Console()
-    if mode == "load":
-        _fail_input(err, ["--mode load: the load runtime is not available yet; use --mode sim"])
-    if mode != "sim":
-        _fail_input(err, [f"--mode: must be sim or load, got {mode!r}"])
+    try:
+        check_mode(mode)
+    except ValueError as e:
+        _fail_input(err, [str(e)])
     if seed is not None and not 0 <= seed < 2**63:
         _fail_input(err, ["--seed: must be between 0 and 2^63-1"])
     try:
@@ -136,7 +136,7 @@ def run(
         _fail_input(err, [str(e)])
     the_seed = loaded.scenario.seed if seed is None else seed
     run_dir = out if out is not None else next_run_dir(RUNS, loaded.name, the_seed)
-    summary = execute(loaded, the_seed, run_dir, console)
+    summary = run_scenario(mode, loaded, the_seed, run_dir, console)
     for table in verdict_tables(summary):
         console.print(table)
     console.print(f"run directory: {run_dir} (report: {run_dir / 'report.html'})", soft_wrap=True)
@@ -147,6 +147,23 @@ def run(
             soft_wrap=True,
         )
         raise typer.Exit(1)
+
+
+def check_mode(mode: str) -> None:
+    """ValueError naming --mode unless scenarios can run in `mode` here."""
+    if mode == "load":
+        raise ValueError("--mode load: the load runtime is not available yet; use --mode sim")
+    if mode != "sim":
+        raise ValueError(f"--mode: must be sim or load, got {mode!r}")
+
+
+def run_scenario(
+    mode: str, loaded: LoadedScenario, seed: int, run_dir: Path, console: Console
+) -> dict[str, Any]:
+    """One run of a scenario in `mode`, written to `run_dir`; returns its summary. The one entry
+    point `testbed run` and every point of `testbed sweep` go through."""
+    check_mode(mode)
+    return execute(loaded, seed, run_dir, console)
 
 
 def execute(loaded: LoadedScenario, seed: int, run_dir: Path, console: Console) -> dict[str, Any]:
