@@ -16,7 +16,7 @@ import numpy as np
 
 from reports import charts
 from reports.html import code, esc, figure, mark, ms, page, table
-from reports.metrics import first_acked, latency_stats
+from reports.metrics import latency_stats
 from reports.runs import Run
 from scenarios.slo import LATENCY_KINDS
 
@@ -145,7 +145,7 @@ def _throughput_chart(a: Run, b: Run) -> str:
     fig = charts.figure()
     ax = fig.axes[0]
     for colour, (label, run) in zip(charts.PALETTE, (("A", a), ("B", b)), strict=False):
-        acked = first_acked(run.record.requests).to_numpy(dtype=float)
+        acked = run.acked_at
         start = 0.0 if run.mode == "sim" else float(run.record.requests["intended_at"].min())
         width = charts.bucket_width(run.duration, 60)
         edges = np.arange(0.0, run.duration + width, width)

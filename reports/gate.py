@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from reports.metrics import first_acked
 from reports.runs import NotARun, Run
 from scenarios.slo import LATENCY_KINDS
 
@@ -281,7 +280,7 @@ def _thin(values: np.ndarray) -> np.ndarray:
 
 def acks_per_second(run: Run) -> np.ndarray:
     """Acknowledgements in each whole second of the traffic window."""
-    acked = first_acked(run.record.requests).to_numpy(dtype=float)
+    acked = run.acked_at
     start = 0.0 if run.mode == "sim" else float(run.record.requests["intended_at"].min())
     seconds = max(1, int(run.duration))
     counts, _ = np.histogram(acked - start, bins=seconds, range=(0.0, float(seconds)))

@@ -19,7 +19,7 @@ import pandas as pd
 
 from reports import charts
 from reports.html import banner, code, esc, figure, mark, ms, num, page, table
-from reports.metrics import first_acked, latency_stats
+from reports.metrics import latency_stats
 from reports.record import RunRecord
 from reports.runs import Run, SloOutcome, open_run
 from reports.stages import NOT_RECORDED, stages
@@ -74,11 +74,11 @@ def render(run: Run) -> str:
             "fault windows",
         ),
         "<h2>Throughput: offered and achieved</h2>",
-        _throughput(record, m, t0, span),
+        _throughput(run, t0, span),
         "<h2>Nodes: utilization and queues</h2>",
         *_nodes(record, t0),
         "<h2>Where the time goes: stages</h2>",
-        *_stages(run.tables),
+        *_stages(run),
         "<h2>Audit</h2>",
         *_audit(run_dir, record, audit_json),
         "<h2>SLOs</h2>",
@@ -151,10 +151,11 @@ def _latency_table(samples: Mapping[str, Any]) -> str:
     return table(heads, rows) + f"<p class='note'>{esc(meaning)}</p>"
 
 
-def _throughput(record: RunRecord, m: Mapping[str, float], t0: float, span: float) -> str:
+def _throughput(run: Run, t0: float, span: float) -> str:
+    record, m = run.record, run.metrics
     req, pay = record.requests, record.payments
     first = req[req["attempt"] == 1]["intended_at"].to_numpy(dtype=float)
-    acked = first_acked(req).to_numpy(dtype=float)
+    acked = run.acked_at
     series = {
         "offered (first sends)": first,
         "sent (with retries)": req["sent_at"].to_numpy(dtype=float),
@@ -196,8 +197,8 @@ def _nodes(record: RunRecord, t0: float) -> list[str]:
     return out
 
 
-def _stages(tables: Mapping[str, pd.DataFrame]) -> list[str]:
-    found = stages(tables)
+def _stages(run: Run) -> list[str]:
+    found = stages(run.tables, run.times)
     stats = [latency_stats(s.seconds) for s in found]
     rows = [
         (s.name, s.meaning, f"{len(s.seconds):,}", *(ms(st[k]) for k in ("p50", "p95", "p99")),

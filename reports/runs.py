@@ -14,10 +14,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
-from reports.metrics import Samples, latencies, metrics
+from reports.metrics import KeyTimes, Samples, key_times, latencies, metrics
 from reports.record import RunRecord, RunRecordError, load_run
 from scenarios.slo import SloError, parse_slo
 from scenarios.units import parse_duration
@@ -58,12 +59,23 @@ class Run:
         return {"requests": r.requests, "payments": r.payments, "journal": r.journal}
 
     @cached_property
+    def times(self) -> KeyTimes:
+        return key_times(self.tables)
+
+    @cached_property
     def metrics(self) -> dict[str, float]:
-        return metrics(self.tables, self.duration, self.audit["counts"])
+        return metrics(self.tables, self.duration, self.audit["counts"], self.times)
 
     @cached_property
     def samples(self) -> dict[str, Samples]:
-        return latencies(self.tables)
+        return latencies(self.tables, self.times)
+
+    @property
+    def acked_at(self) -> np.ndarray:
+        """When each acknowledged key got its first 202."""
+        acked = self.times.first_acked
+        found: np.ndarray = acked[~np.isnan(acked)]
+        return found
 
     @cached_property
     def slos(self) -> list[SloOutcome]:

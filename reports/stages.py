@@ -15,7 +15,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from reports.metrics import first_sent
+from reports.audit_vectors import encode, encode_scoped
+from reports.metrics import KeyTimes, key_times
 
 STAGES = (
     ("gateway", "first send to accepted (received_at): network, queue, checks, commit"),
@@ -36,22 +37,27 @@ class Stage(NamedTuple):
     seconds: np.ndarray
 
 
-def _entry_time(journal: pd.DataFrame, kind: str, keys: pd.MultiIndex) -> np.ndarray:
-    """Per payment (tenant, payment id) in `keys`: the first journal entry of `kind`, or NaN."""
-    rows = journal[(journal["kind"] == kind) & (journal["payment_id"] != "")]
-    at = rows.groupby(["tenant", "payment_id"], sort=False)["at"].min()
-    return at.reindex(keys).to_numpy(dtype=float)
+def _entry_time(
+    journal: pd.DataFrame, kind: str, journal_payment: np.ndarray, n: int
+) -> np.ndarray:
+    """Per payment code: the first journal entry of `kind` for it, or NaN."""
+    rows = (journal["kind"] == kind).to_numpy() & (journal["payment_id"] != "").to_numpy()
+    out = np.full(n, np.inf)
+    np.minimum.at(out, journal_payment[rows], journal["at"].to_numpy(dtype=float)[rows])
+    out[np.isinf(out)] = np.nan
+    return out
 
 
-def stages(tables: Mapping[str, pd.DataFrame]) -> list[Stage]:
+def stages(tables: Mapping[str, pd.DataFrame], times: KeyTimes | None = None) -> list[Stage]:
     """Per stage, the seconds each payment that completed the stage spent in it."""
     payments, journal = tables["payments"], tables["journal"]
-    by_key = pd.MultiIndex.from_arrays([payments["tenant"], payments["idempotency_key"]])
-    by_id = pd.MultiIndex.from_arrays([payments["tenant"], payments["payment_id"]])
-    sent = first_sent(tables["requests"]).reindex(by_key).to_numpy(dtype=float)
+    times = key_times(tables) if times is None else times
+    (tp, tj), _ = encode(payments["tenant"], journal["tenant"])
+    (pp, pj), n = encode_scoped((tp, payments["payment_id"]), (tj, journal["payment_id"]))
+    sent = times.first_sent[times.payment_key]
     received = payments["received_at"].to_numpy(dtype=float)
-    reserved = _entry_time(journal, "pending", by_id)
-    posted = _entry_time(journal, "post_pending", by_id)
+    reserved = _entry_time(journal, "pending", pj, n)[pp]
+    posted = _entry_time(journal, "post_pending", pj, n)[pp]
     settled = payments["settled_at"].to_numpy(dtype=float)
     spans = [(sent, received), (received, reserved), (reserved, posted), (posted, settled)]
     out = []
