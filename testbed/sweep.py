@@ -152,7 +152,7 @@ def sweep(
     }
     jobs_list = [
         PointJob(p.index, p.values, p.scenario, loaded.name, scenario, the_seed, mode,
-                 sweep_dir / "points" / f"{p.index:03d}")
+                 sweep_dir.resolve() / "points" / f"{p.index:03d}")  # a Dask worker's cwd differs
         for p in points
     ]  # fmt: skip
     rows = _run_points(jobs_list, workers, scheduler, console, err)

@@ -8,6 +8,7 @@ closed network would make it hang.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import select
@@ -53,21 +54,22 @@ class Browser:
         self._profile = tempfile.TemporaryDirectory(prefix="testbed-chromium-")
         to_child, self._out = os.pipe()
         self._in, from_child = os.pipe()
-
-        def wire() -> None:  # in the child: the protocol pipes on fds 3 and 4
-            os.dup2(to_child, 3)
-            os.dup2(from_child, 4)
-
+        # The child's ends, moved above 9 so `3<&N 4>&M` cannot clobber one with the other;
+        # bash (dash takes one-digit fds only) then execs Chromium with them on fds 3 and 4.
+        # No preexec_fn: it is unsafe in a process with threads.
+        ends = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_child, from_child)]
+        for fd in (to_child, from_child):
+            os.close(fd)
+        args = [*FLAGS, f"--user-data-dir={self._profile.name}", "about:blank"]
         self.proc = subprocess.Popen(
-            [binary, *FLAGS, f"--user-data-dir={self._profile.name}", "about:blank"],
+            ["bash", "-c", f'exec "$0" "$@" 3<&{ends[0]} 4>&{ends[1]}', binary, *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            pass_fds=(3, 4),
-            preexec_fn=wire,
+            pass_fds=tuple(ends),
         )
-        os.close(to_child)
-        os.close(from_child)
+        for fd in ends:
+            os.close(fd)
         self._buffer = b""
         self._id = 0
         self.events: list[dict[str, Any]] = []

@@ -107,6 +107,10 @@ def test_every_point_is_a_run_with_its_report_and_the_sweep_has_one(
                     "Utilization per node role", "Every point"):  # fmt: skip
         assert f"<h2>{heading}</h2>" in text
     assert "no topology size was varied" in text
+    (out / "report.html").unlink()
+    rebuilt = CliRunner().invoke(app, ["report", str(out)])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert (out / "report.html").read_text() == text
 
 
 def test_a_dask_cluster_gives_the_same_points_as_the_local_pool(
