@@ -19,9 +19,13 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+LATENCY_KINDS = ("ack", "processing", "posted", "settled")
+"""Latencies named for what they measure (docs/run-record.md, "Latencies"): `ack` a key's first
+send to its first 202; `processing` the payment's acceptance (`received_at`) to `posted_at`;
+`posted` the first send to `posted_at`; `settled` the first send to `settled_at`."""
 LATENCY_STATS = ("p50", "p95", "p99", "p999", "max", "mean")
 METRICS: frozenset[str] = frozenset(
-    [f"{kind}.{stat}" for kind in ("ack", "posted") for stat in LATENCY_STATS]
+    [f"{kind}.{stat}" for kind in LATENCY_KINDS for stat in LATENCY_STATS]
     + [
         "throughput",
         "offered",
@@ -35,6 +39,12 @@ METRICS: frozenset[str] = frozenset(
     ]
 )
 """What a run reports: latencies in seconds, rates per second, the rest counts."""
+_KNOWN = ", ".join(
+    [
+        f"{{{','.join(LATENCY_KINDS)}}}.{{{','.join(LATENCY_STATS)}}} (seconds)",
+        *sorted(m for m in METRICS if m.split(".")[0] not in LATENCY_KINDS),
+    ]
+)
 
 _UNITS = {
     "us": 1e-6,
@@ -150,8 +160,7 @@ class _Parser:
             return lambda _m: number
         if kind == "name":
             if value not in METRICS:
-                known = ", ".join(sorted(METRICS))
-                raise SloError(f"unknown metric {value!r} (known: {known})")
+                raise SloError(f"unknown metric {value!r} (known: {_KNOWN})")
             return lambda m: float(m.get(value, math.nan))
         if value == "(":
             inner = self.expr()

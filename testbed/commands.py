@@ -12,6 +12,10 @@ COMMAND_MODULES = (
     "testbed.serve",
     "testbed.seeds",
     "testbed.groups",
+    "testbed.report",
+    "testbed.gate",
+    "testbed.compare",
+    "testbed.sweep",
 )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,6 +19,7 @@ from rich.table import Table
 
 from reference_impl.bugs import BUGS, valid_names
 from scenarios.loader import LoadedScenario, ScenarioError, load_scenario, resolved_yaml
+from scenarios.slo import LATENCY_KINDS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,7 +49,7 @@ def verdict_tables(summary: dict[str, Any]) -> list[Table]:
     latency.add_column("")
     for head in ("p50", "p95", "p99", "p99.9", "max"):
         latency.add_column(head, justify="right")
-    for kind in ("ack", "posted"):
+    for kind in LATENCY_KINDS:
         latency.add_row(
             kind, *(_ms(m[f"{kind}.{s}"]) for s in ("p50", "p95", "p99", "p999", "max"))
         )
@@ -72,7 +74,7 @@ def _slo_value(slo: dict[str, Any]) -> str:
     v = slo["left"]
     if v is None:
         return "-"
-    return _ms(v) if slo["slo"].startswith(("ack.", "posted.")) else f"{v:.4g}"
+    return _ms(v) if slo["slo"].startswith(tuple(f"{k}." for k in LATENCY_KINDS)) else f"{v:.4g}"
 
 
 def _mark(ok: bool) -> str:
@@ -135,18 +137,11 @@ def run(
     """Run a scenario, write its run record, audit it and check its SLOs."""
     err = Console(stderr=True)
     console = Console()
-    if mode not in ("sim", "load"):
-        _fail_input(err, [f"--mode: must be sim or load, got {mode!r}"])
-    load_only = {"--store": store, "--target": target, "--api-key": api_key}
-    for flag, value in load_only.items():
-        if value and mode != "load":
-            _fail_input(err, [f"{flag}: only with --mode load"])
-    if locust_workers and mode != "load":
-        _fail_input(err, ["--locust-workers: only with --mode load"])
-    if store and target:
-        _fail_input(err, ["--store: not with --target (the target keeps its own store)"])
-    if api_key and not target:
-        _fail_input(err, ["--api-key: only with --target (ours are generated)"])
+    try:
+        check_mode(mode)
+        load = load_options(mode, store, target, api_key, locust_workers)
+    except ValueError as e:
+        _fail_input(err, [str(e)])
     if seed is not None and not 0 <= seed < 2**63:
         _fail_input(err, ["--seed: must be between 0 and 2^63-1"])
     try:
@@ -158,16 +153,13 @@ def run(
         _fail_input(err, [str(e)])
     the_seed = loaded.scenario.seed if seed is None else seed
     run_dir = out if out is not None else next_run_dir(RUNS, loaded.name, the_seed)
-    if mode == "load":
-        keys = _target_keys(err, loaded, target, api_key)
-        summary = execute_load(
-            loaded, the_seed, run_dir, console, err, store, target, keys, locust_workers
-        )
-    else:
-        summary = execute(loaded, the_seed, run_dir, console)
+    try:
+        summary = run_scenario(mode, loaded, the_seed, run_dir, console, load)
+    except ValueError as e:
+        _fail_input(err, [str(e)])
     for table in verdict_tables(summary):
         console.print(table)
-    console.print(f"run directory: {run_dir}")
+    console.print(f"run directory: {run_dir} (report: {run_dir / 'report.html'})", soft_wrap=True)
     if not summary["passed"]:
         console.print(
             f"[red]failed[/red]; reproduce with: testbed run {scenario} --seed {the_seed}"
@@ -177,40 +169,82 @@ def run(
         raise typer.Exit(1)
 
 
-def _target_keys(
-    err: Console, loaded: LoadedScenario, target: str | None, api_key: list[str] | None
-) -> dict[str, str]:
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a load run reaches its system: our processes on `store`, or `target` with `keys`."""
+
+    store: str | None = None
+    target: str | None = None
+    keys: tuple[str, ...] = ()
+    """TENANT:KEY for each of the scenario's tenants (with `target`)."""
+    locust_workers: int = 0
+
+
+def load_options(
+    mode: str,
+    store: str | None,
+    target: str | None,
+    api_key: list[str] | None,
+    locust_workers: int,
+) -> LoadOptions:
+    """The load flags, checked against each other; ValueError names the flag."""
+    for flag, value in {"--store": store, "--target": target, "--api-key": api_key}.items():
+        if value and mode != "load":
+            raise ValueError(f"{flag}: only with --mode load")
+    if locust_workers and mode != "load":
+        raise ValueError("--locust-workers: only with --mode load")
+    if store and target:
+        raise ValueError("--store: not with --target (the target keeps its own store)")
+    if api_key and not target:
+        raise ValueError("--api-key: only with --target (ours are generated)")
+    return LoadOptions(store, target, tuple(api_key or ()), locust_workers)
+
+
+def _target_keys(loaded: LoadedScenario, options: LoadOptions) -> dict[str, str]:
     """tenant -> key for --target, one for every tenant of the scenario (names the flag)."""
-    if target is None:
-        return {}
     from loadtest.system import tenant_ids
 
     keys: dict[str, str] = {}
-    for value in api_key or []:
+    for value in options.keys:
         tenant, sep, key = value.partition(":")
         if not sep or not tenant or not key:
-            _fail_input(err, [f"--api-key: expected TENANT:KEY, got {value!r}"])
+            raise ValueError(f"--api-key: expected TENANT:KEY, got {value!r}")
         keys[tenant] = key
     missing = [t for t in tenant_ids(loaded.scenario.workload.tenants) if t not in keys]
     if missing:
-        _fail_input(err, [f"--api-key: no key for tenant {missing[0]!r} of the scenario"])
+        raise ValueError(f"--api-key: no key for tenant {missing[0]!r} of the scenario")
     return keys
 
 
-def execute_load(
+def check_mode(mode: str) -> None:
+    """ValueError naming --mode unless scenarios can run in `mode`."""
+    if mode not in ("sim", "load"):
+        raise ValueError(f"--mode: must be sim or load, got {mode!r}")
+
+
+def run_scenario(
+    mode: str,
     loaded: LoadedScenario,
     seed: int,
     run_dir: Path,
     console: Console,
-    err: Console,
-    store: str | None,
-    target: str | None,
-    keys: dict[str, str],
-    locust_workers: int,
+    load: LoadOptions | None = None,
 ) -> dict[str, Any]:
-    """Run against real processes (or `target`), write the record, audit; returns the summary.
+    """One run of a scenario in `mode`, written to `run_dir`; returns its summary. The one entry
+    point `testbed run` and every point of `testbed sweep` go through. ValueError (one line)
+    when the run cannot start: bad load flags, a system that cannot be started."""
+    check_mode(mode)
+    if mode == "load":
+        return execute_load(loaded, seed, run_dir, console, load or LoadOptions())
+    return execute(loaded, seed, run_dir, console)
 
-    The system could not be started, or the traffic not sent: one line, exit 2, and no
+
+def execute_load(
+    loaded: LoadedScenario, seed: int, run_dir: Path, console: Console, options: LoadOptions
+) -> dict[str, Any]:
+    """Run against real processes (or a target), write the record, audit; returns the summary.
+
+    The system could not be started, or the traffic not sent: ValueError with one line, and no
     process left behind (the load runtime stops everything it started before it raises).
     """
     from loadtest.errors import TrafficError
@@ -218,6 +252,7 @@ def execute_load(
     from loadtest.system import SystemError_
     from reference_impl.service.ports import InvalidStoreURL, StoreError
 
+    keys = _target_keys(loaded, options) if options.target else {}
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -234,15 +269,16 @@ def execute_load(
 
         try:
             result = run_load(
-                loaded.scenario, loaded.name, seed, run_dir, store=store, target=target,
-                target_keys=keys, locust_workers=locust_workers, progress=progress,
+                loaded.scenario, loaded.name, seed, run_dir, store=options.store,
+                target=options.target, target_keys=keys, locust_workers=options.locust_workers,
+                progress=progress,
             )  # fmt: skip
         except (InvalidStoreURL, StoreError) as e:
-            _fail_input(err, [f"--store: {e}"])
+            raise ValueError(f"--store: {e}") from None
         except SystemError_ as e:
-            _fail_input(err, [f"the system could not be started: {e}"])
-        except (TrafficError, ValueError) as e:
-            _fail_input(err, [f"the traffic could not run: {e}"])
+            raise ValueError(f"the system could not be started: {e}") from None
+        except TrafficError as e:
+            raise ValueError(f"the traffic could not run: {e}") from None
     return write_run(run_dir, loaded.scenario, loaded.name, seed, result.tables, result.meta)
 
 
@@ -278,19 +314,23 @@ def write_run(
     tables: Mapping[str, pd.DataFrame],
     meta: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """A simulated run's record, audit.json and summary.json; returns the summary.
+    """A run's record, audit.json, summary.json and report.html; returns the summary.
 
-    The audit reads the record back from disk, so what it judges is what was written.
+    The audit and the report read the record back from disk, so what they judge is what was
+    written.
     """
     from reports.audit import audit, write_audit
     from reports.record import load_run, write_run_record
+    from reports.run_report import build_run_report
     from testbed.summary import dumps, summarise
 
     write_run_record(run_dir, tables=tables, meta=meta, scenario_yaml=resolved_yaml(scenario))
-    audited = audit(load_run(run_dir))
+    record = load_run(run_dir)
+    audited = audit(record)
     write_audit(run_dir, audited)
-    summary = summarise(scenario, name, seed, tables, audited.to_json())
+    summary = summarise(scenario, name, seed, tables, audited.to_json(), mode=meta["mode"])
     (run_dir / "summary.json").write_text(dumps(summary))
+    build_run_report(run_dir, record, audited.to_json())
     return summary
 
 

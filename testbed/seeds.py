@@ -117,6 +117,7 @@ def run_campaign(
     console: Console,
 ) -> dict[str, Any]:
     """Run the seeds with a progress bar, print each failure, write campaign.json."""
+    from reports.campaign_report import build_campaign_report, write_seeds_csv
     from sim.campaign import campaign_summary, run_seeds
 
     job = CampaignJob(loaded.scenario, loaded.name, campaign_dir)
@@ -159,8 +160,16 @@ def run_campaign(
     (campaign_dir / "campaign.json").write_text(
         json.dumps(summary, indent=2, sort_keys=True) + "\n"
     )
+    write_seeds_csv(campaign_dir, [_seed_row(o) for o in outcomes])
+    build_campaign_report(campaign_dir)
     _print_summary(summary, campaign_dir, console)
     return summary
+
+
+def _seed_row(o: SeedOutcome) -> dict[str, Any]:
+    findings = "; ".join(f"{k} {n}" for k, n in sorted(o.counts.items()))
+    return {"seed": o.seed, "ok": o.ok, "payments": o.payments, "ack_p99": o.ack_p99,
+            "posted_p99": o.posted_p99, "findings": findings}  # fmt: skip
 
 
 def _ms(value: object) -> str:
@@ -188,6 +197,7 @@ def _print_summary(summary: dict[str, Any], campaign_dir: Path, console: Console
     )
     console.print(table)
     console.print(f"campaign summary: {campaign_dir / 'campaign.json'}", markup=False)
+    console.print(f"campaign report:  {campaign_dir / 'report.html'}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

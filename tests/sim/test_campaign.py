@@ -51,8 +51,9 @@ def test_a_passing_campaign_exits_0_and_writes_its_summary(tmp_path: Path):
     ack, posted = (summary["latency_across_seeds"][k] for k in ("ack_p99", "posted_p99"))
     assert 0 < ack["p50"] <= ack["p99"] <= ack["max"] < posted["max"]
     assert summary["wall_seconds"] > 0
-    # nothing but the summary is written for seeds that pass
-    assert [p.name for p in (tmp_path / "c").iterdir()] == ["campaign.json"]
+    # nothing but the campaign's summary, per-seed table and report is written for seeds that pass
+    written = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert written == ["campaign.json", "report.html", "seeds.csv"]
 
 
 def test_a_failing_campaign_exits_1_and_its_reproduce_command_reproduces(tmp_path: Path):

@@ -1,0 +1,173 @@
+"""A run's numbers: latencies named for what they measure, throughput, outcomes and counts.
+
+Everything here is computed from the run record's tables alone, so a sim run and a load run are
+measured the same way, and summary.json, the HTML report, the gate and the sweep all agree on
+what `posted.p99` means. The four latencies (docs/run-record.md, "Latencies"):
+
+- `ack`: a key's first send (its intended send time) to its first 202;
+- `processing`: the payment's `received_at` (the gateway committed it) to `posted_at`;
+- `posted`: the key's first send to the payment's `posted_at`;
+- `settled`: the key's first send to the payment's `settled_at`.
+
+summary.json is plain JSON with sorted keys and no wall-clock or host facts, so two runs of one
+seed give byte-identical summaries.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from reports.audit_vectors import encode, encode_scoped
+from scenarios.slo import LATENCY_KINDS, LATENCY_STATS, parse_slo
+
+_QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99, "p999": 0.999}
+
+
+class Samples(NamedTuple):
+    """One latency kind: `seconds[i]` is a sample and `at[i]` when its clock started."""
+
+    at: np.ndarray
+    seconds: np.ndarray
+
+
+def latency_stats(values: np.ndarray) -> dict[str, float]:
+    """p50, p95, p99, p999, max and mean of `values` (NaN for each when there are none)."""
+    if len(values) == 0:
+        return dict.fromkeys(LATENCY_STATS, math.nan)
+    stats = dict(zip(_QUANTILES, np.quantile(values, list(_QUANTILES.values())), strict=True))
+    out = {name: float(v) for name, v in stats.items()}
+    out["max"] = float(values.max())
+    out["mean"] = float(values.mean())
+    return out
+
+
+class KeyTimes(NamedTuple):
+    """Per idempotency key (tenant and key), as dense integer codes shared by both tables."""
+
+    request_key: np.ndarray
+    """The key code of each request row."""
+    payment_key: np.ndarray
+    """The key code of each payment row (the key it was created under)."""
+    first_sent: np.ndarray
+    """Per key: when its first attempt was meant to go out (NaN: no request sent it)."""
+    first_acked: np.ndarray
+    """Per key: when its first 202 arrived (NaN: never acknowledged)."""
+
+
+def _first_at(codes: np.ndarray, times: np.ndarray, n: int) -> np.ndarray:
+    out = np.full(n, np.inf)
+    np.minimum.at(out, codes, times)
+    out[np.isinf(out)] = np.nan
+    return out
+
+
+def key_times(tables: Mapping[str, pd.DataFrame]) -> KeyTimes:
+    """First send and first acknowledgement of every key. Keys are encoded once as integers:
+    grouping a million rows by two string columns takes seconds, by one integer milliseconds."""
+    requests, payments = tables["requests"], tables["payments"]
+    (tr, tp), _ = encode(requests["tenant"], payments["tenant"])
+    (kr, kp), n = encode_scoped((tr, requests["key"]), (tp, payments["idempotency_key"]))
+    intended = requests["intended_at"].to_numpy(dtype=float)
+    ok = requests["status"].to_numpy() == 202
+    done = requests["done_at"].to_numpy(dtype=float)
+    return KeyTimes(kr, kp, _first_at(kr, intended, n), _first_at(kr[ok], done[ok], n))
+
+
+def latencies(
+    tables: Mapping[str, pd.DataFrame], times: KeyTimes | None = None
+) -> dict[str, Samples]:
+    """Every sample of each latency kind, NaN-free: per key for `ack`, per payment otherwise."""
+    times = key_times(tables) if times is None else times
+    payments = tables["payments"]
+    start = times.first_sent[times.payment_key]
+    received = payments["received_at"].to_numpy(dtype=float)
+    posted = payments["posted_at"].to_numpy(dtype=float)
+    settled = payments["settled_at"].to_numpy(dtype=float)
+    raw = {
+        "ack": (times.first_sent, times.first_acked - times.first_sent),
+        "processing": (received, posted - received),
+        "posted": (start, posted - start),
+        "settled": (start, settled - start),
+    }
+    out = {}
+    for kind in LATENCY_KINDS:
+        at, seconds = raw[kind]
+        keep = ~(np.isnan(at) | np.isnan(seconds))
+        out[kind] = Samples(at[keep], seconds[keep])
+    return out
+
+
+def metrics(
+    tables: Mapping[str, pd.DataFrame],
+    duration: float,
+    audit_counts: Mapping[str, int],
+    times: KeyTimes | None = None,
+) -> dict[str, float]:
+    """The numbers SLO expressions name (scenarios/slo.py METRICS)."""
+    requests, payments = tables["requests"], tables["payments"]
+    times = key_times(tables) if times is None else times
+    out: dict[str, float] = {}
+    for kind, samples in latencies(tables, times).items():
+        for stat, value in latency_stats(samples.seconds).items():
+            out[f"{kind}.{stat}"] = value
+    out["offered"] = float((~np.isnan(times.first_sent)).sum()) / duration
+    out["throughput"] = float((times.first_acked <= duration).sum()) / duration
+    status = payments["status"].value_counts()
+    for s in ("posted", "rejected", "failed"):
+        out[f"payments.{s}"] = float(
+            status.get(s, 0) + (status.get("settled", 0) if s == "posted" else 0)
+        )
+    out["requests.timeouts"] = float((requests["outcome"] == "timeout").sum())
+    out["requests.errors"] = float((requests["outcome"] == "error").sum())
+    out["audit.violations"] = float(sum(v for k, v in audit_counts.items() if k != "liveness"))
+    out["liveness.stuck"] = float(audit_counts.get("liveness", 0))
+    return out
+
+
+def clean(value: Any) -> Any:
+    """NaN as JSON null: a metric the run could not measure (no payment got that far)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def summarise(
+    *,
+    scenario: str,
+    seed: int | None,
+    mode: str,
+    duration: float,
+    slos: Iterable[str],
+    tables: Mapping[str, pd.DataFrame],
+    audit_json: Mapping[str, Any],
+) -> dict[str, Any]:
+    """summary.json: metrics, payments by status, the audit's counts and every SLO's result."""
+    counts: Mapping[str, int] = audit_json["counts"]
+    m = metrics(tables, duration, counts)
+    results = [parse_slo(text).evaluate(m) for text in slos]
+    by_status = tables["payments"]["status"].value_counts()
+    audit_ok = bool(audit_json["ok"])
+    return {
+        "scenario": scenario,
+        "seed": seed,
+        "mode": mode,
+        "metrics": {k: clean(v) for k, v in sorted(m.items())},
+        "payments": {str(k): int(v) for k, v in sorted(by_status.items())},
+        "requests": len(tables["requests"]),
+        "audit": {"ok": audit_ok, "counts": dict(sorted(counts.items()))},
+        "slos": [
+            {"slo": r.text, "passed": r.passed, "left": clean(r.left), "right": clean(r.right)}
+            for r in results
+        ],
+        "passed": audit_ok and all(r.passed for r in results),
+    }
+
+
+def dumps(summary: Mapping[str, Any]) -> str:
+    return json.dumps(summary, sort_keys=True, indent=2, allow_nan=False) + "\n"
