@@ -7,8 +7,7 @@ statements the bank partner issued (its durable feed). From a system someone els
 settlements and breaks; a target's bank statements are not visible, so that table stays empty
 and the audit's statement checks have nothing to check.
 
-Times become seconds since the run's t0 (the wall clock when the traffic was set up), the clock
-the traffic generator's rows use.
+Times stay as the system wrote them, on the wall clock (the journal's hash covers them).
 """
 
 from __future__ import annotations
@@ -49,7 +48,7 @@ def _journal(uow: UnitOfWork, tenant: str) -> Iterator[JournalEntry]:
 
 
 def from_store(
-    store_url: str, tenants: Sequence[str], partners: Sequence[str], t0: float
+    store_url: str, tenants: Sequence[str], partners: Sequence[str]
 ) -> dict[str, pd.DataFrame]:
     """The ledger, payment and settlement tables of the reference system's store."""
     store = open_store(store_url)
@@ -77,17 +76,17 @@ def from_store(
     finally:
         store.close()
     return {
-        "payments": rt.payments(payments, t0),
-        "journal": rt.journal(journal, t0),
+        "payments": rt.payments(payments),
+        "journal": rt.journal(journal),
         "accounts": rt.accounts(accounts),
-        "settlements": rt.settlements(batches, t0),
-        "statements": rt.statements(issued, items, t0),
+        "settlements": rt.settlements(batches),
+        "statements": rt.statements(issued, items),
         "breaks": rt.breaks(breaks),
     }
 
 
 def from_api(
-    base_url: str, api_keys: dict[str, str], accounts: Sequence[str], t0: float
+    base_url: str, api_keys: dict[str, str], accounts: Sequence[str]
 ) -> dict[str, pd.DataFrame]:
     """The same tables from a system's public API (`api_keys`: tenant -> key)."""
     payments: list[Payment] = []
@@ -113,11 +112,11 @@ def from_api(
             batches += [_batch(b) for b in _pages(http, "/v1/settlements", "settlements")]
             breaks += [_break(b) for b in _pages(http, "/v1/reconciliation", "breaks")]
     return {
-        "payments": rt.payments(payments, t0),
-        "journal": rt.journal(journal, t0),
+        "payments": rt.payments(payments),
+        "journal": rt.journal(journal),
         "accounts": rt.accounts(found),
-        "settlements": rt.settlements(batches, t0),
-        "statements": rt.statements([], {}, t0),
+        "settlements": rt.settlements(batches),
+        "statements": rt.statements([], {}),
         "breaks": rt.breaks(breaks),
     }
 

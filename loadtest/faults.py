@@ -205,30 +205,15 @@ class LoadFaults:
 
     def _targets(self) -> list[str]:
         names = [n for n in self.system.processes if n != "gateway"]
-        names += [f"gateway-{i + 1}" for i in range(len(self._gateway_workers()))]
+        names += [f"gateway-{i + 1}" for i in range(len(self.system.gateway_workers()))]
         if self.system.store_url.startswith("postgres"):
             names.append("ledger")
         return names
 
-    def _gateway_workers(self) -> list[psutil.Process]:
-        """uvicorn's worker processes, oldest first (gateway-1 is the first); with one replica
-        uvicorn serves from its own process, which is then the only one."""
-        gateway = self.system.processes["gateway"]
-        if gateway.pid is None:
-            return []
-        try:
-            manager = psutil.Process(gateway.pid)
-            if self.system.scenario.topology.gateway.replicas == 1:
-                return [manager]
-            spawned = [p for p in manager.children() if "spawn_main" in " ".join(p.cmdline())]
-            return sorted(spawned, key=lambda p: p.create_time())
-        except psutil.Error:
-            return []
-
     def _gateway(self, name: str, fault: Crash | Pause) -> tuple[str, str, Undo]:
         if self.system.scenario.topology.gateway.replicas == 1 and name == "gateway-1":
             return self._process("gateway", name, fault)
-        workers = self._gateway_workers()
+        workers = self.system.gateway_workers()
         index = int(name.removeprefix("gateway-")) - 1
         if index >= len(workers):
             return name, f"not applied: the gateway has {len(workers)} worker processes", _nothing

@@ -88,12 +88,12 @@ def run_load(
             faults.stop()
             samples = sampler.stop()
         partners = SettlementConfig().partners
-        tables = export.from_store(url, list(system.api_keys), partners, t0)
+        tables = export.from_store(url, list(system.api_keys), partners)
         restarts = {n: p.restarts for n, p in system.processes.items() if p.restarts}
     meta = _meta(scenario, name, seed, t0, traffic, faults.rows, drained)
     meta["store"] = redact_url(url)
     meta["restarts"] = restarts
-    return LoadRun(_complete(tables, traffic, faults.rows, samples), meta, traffic)
+    return LoadRun(_complete(tables, traffic, faults.rows, samples, t0), meta, traffic)
 
 
 def _against_target(
@@ -118,10 +118,10 @@ def _against_target(
     accounts = _accounts(scenario)
     drained = _drain(scenario, lambda: _open_through_api(target, keys, traffic), t0,
                      lambda: None, progress)  # fmt: skip
-    tables = export.from_api(target, dict(keys), accounts, t0)
+    tables = export.from_api(target, dict(keys), accounts)
     meta = _meta(scenario, name, seed, t0, traffic, rows, drained)
     meta["target"] = target
-    return LoadRun(_complete(tables, traffic, rows, Samples()), meta, traffic)
+    return LoadRun(_complete(tables, traffic, rows, Samples(), t0), meta, traffic)
 
 
 def _accounts(scenario: Scenario) -> list[str]:
@@ -227,16 +227,24 @@ def _complete(
     traffic: TrafficResult,
     rows: list[FaultRow],
     samples: Samples,
+    t0: float,
 ) -> dict[str, pd.DataFrame]:
+    """The store's tables plus what the run saw itself, all on the wall clock (epoch seconds):
+    the traffic's rows (the set-up's first) and the samples are kept as seconds since t0."""
     requests = [traffic.requests]
     if traffic.setup is not None:
         requests.insert(0, traffic.setup.rows)
-    tables["requests"] = pd.concat(requests, ignore_index=True)
+    sent = pd.concat(requests, ignore_index=True)
+    for column in ("intended_at", "sent_at", "done_at"):
+        sent[column] = sent[column] + t0
+    tables["requests"] = sent
     tables["faults"] = frame(
-        [_row(r) for r in rows], ["start", "end", "kind", "target", "detail"], ["start", "target"]
+        [_row(r, t0) for r in rows],
+        ["start", "end", "kind", "target", "detail"],
+        ["start", "target"],
     )
     tables["nodes"] = frame(
-        samples.nodes,
+        [{**n, "at": float(n["at"]) + t0} for n in samples.nodes],  # type: ignore[arg-type]
         ["at", "node", "utilization", "cpu", "queue_length", "busy_workers", "lag", "headroom"],
         ["at", "node"],
     )
@@ -248,8 +256,11 @@ def _complete(
     return tables
 
 
-def _row(r: FaultRow) -> dict[str, Any]:
-    return {"start": r.start, "end": r.end, "kind": r.kind, "target": r.target, "detail": r.detail}
+def _row(r: FaultRow, t0: float) -> dict[str, Any]:
+    return {
+        "start": r.start + t0, "end": r.end + t0, "kind": r.kind, "target": r.target,
+        "detail": r.detail,
+    }  # fmt: skip
 
 
 def _meta(
@@ -267,10 +278,10 @@ def _meta(
         "scenario": name,
         "duration": scenario.duration,
         "t0": t0,
+        "started_at": t0 + traffic.started_at,
         "host": platform.node(),
         "python": platform.python_version(),
         "drained": drained,
-        "traffic_started_at": traffic.started_at,
         "generator": {
             "bound": traffic.generator_bound,
             "reason": traffic.generator_reason,

@@ -38,6 +38,7 @@ from typing import IO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
+import psutil
 
 from reference_impl import lifeline
 from reference_impl.runtime import RuntimeConfig
@@ -324,5 +325,28 @@ class ReferenceSystem:
             process.signal(signal.SIGCONT)
             process.paused = False
 
+    def gateway_workers(self) -> list[psutil.Process]:
+        """The gateway's worker processes, oldest first (`gateway-1` is the first): uvicorn's
+        spawned workers, or its own process when it runs one replica."""
+        gateway = self.processes.get("gateway")
+        if gateway is None or gateway.pid is None or not gateway.alive:
+            return []
+        try:
+            manager = psutil.Process(gateway.pid)
+            if self.scenario.topology.gateway.replicas == 1:
+                return [manager]
+            spawned = [p for p in manager.children() if "spawn_main" in " ".join(p.cmdline())]
+            return sorted(spawned, key=lambda p: p.create_time())
+        except psutil.Error:
+            return []
+
     def pids(self) -> dict[str, int]:
-        return {n: p.pid for n, p in self.processes.items() if p.pid is not None and p.alive}
+        """Each live process by its node name (`gateway-N` for the gateway's workers)."""
+        found = {
+            n: p.pid
+            for n, p in self.processes.items()
+            if n != "gateway" and p.pid is not None and p.alive
+        }
+        for i, worker in enumerate(self.gateway_workers()):
+            found[f"gateway-{i + 1}"] = worker.pid
+        return found

@@ -80,9 +80,13 @@ def key_times(tables: Mapping[str, pd.DataFrame]) -> KeyTimes:
 
 
 def latencies(
-    tables: Mapping[str, pd.DataFrame], times: KeyTimes | None = None
+    tables: Mapping[str, pd.DataFrame], times: KeyTimes | None = None, since: float = 0.0
 ) -> dict[str, Samples]:
-    """Every sample of each latency kind, NaN-free: per key for `ack`, per payment otherwise."""
+    """Every sample of each latency kind, NaN-free: per key for `ack`, per payment otherwise.
+
+    Keys first sent before `since` (a load run's set-up: the accounts' funding payments, sent
+    before the traffic started) are left out.
+    """
     times = key_times(tables) if times is None else times
     payments = tables["payments"]
     start = times.first_sent[times.payment_key]
@@ -95,10 +99,14 @@ def latencies(
         "posted": (start, posted - start),
         "settled": (start, settled - start),
     }
+    traffic = {
+        "ack": times.first_sent >= since,
+        **dict.fromkeys(("processing", "posted", "settled"), start >= since),
+    }
     out = {}
     for kind in LATENCY_KINDS:
         at, seconds = raw[kind]
-        keep = ~(np.isnan(at) | np.isnan(seconds))
+        keep = ~(np.isnan(at) | np.isnan(seconds)) & traffic[kind]
         out[kind] = Samples(at[keep], seconds[keep])
     return out
 
@@ -108,23 +116,31 @@ def metrics(
     duration: float,
     audit_counts: Mapping[str, int],
     times: KeyTimes | None = None,
+    start: float = 0.0,
 ) -> dict[str, float]:
-    """The numbers SLO expressions name (scenarios/slo.py METRICS)."""
+    """The numbers SLO expressions name (scenarios/slo.py METRICS).
+
+    The traffic ran from `start` for `duration` (a sim run starts at 0; a load run's record is
+    on the wall clock and its meta says when the traffic started); keys sent before `start` (a
+    load run's set-up) count in no figure here, only in the audit.
+    """
     requests, payments = tables["requests"], tables["payments"]
     times = key_times(tables) if times is None else times
     out: dict[str, float] = {}
-    for kind, samples in latencies(tables, times).items():
+    for kind, samples in latencies(tables, times, start).items():
         for stat, value in latency_stats(samples.seconds).items():
             out[f"{kind}.{stat}"] = value
-    out["offered"] = float((~np.isnan(times.first_sent)).sum()) / duration
-    out["throughput"] = float((times.first_acked <= duration).sum()) / duration
+    traffic = times.first_sent >= start
+    out["offered"] = float(traffic.sum()) / duration
+    out["throughput"] = float((traffic & (times.first_acked <= start + duration)).sum()) / duration
     status = payments["status"].value_counts()
     for s in ("posted", "rejected", "failed"):
         out[f"payments.{s}"] = float(
             status.get(s, 0) + (status.get("settled", 0) if s == "posted" else 0)
         )
-    out["requests.timeouts"] = float((requests["outcome"] == "timeout").sum())
-    out["requests.errors"] = float((requests["outcome"] == "error").sum())
+    sent = requests["intended_at"].to_numpy(dtype=float) >= start
+    out["requests.timeouts"] = float((sent & (requests["outcome"] == "timeout")).sum())
+    out["requests.errors"] = float((sent & (requests["outcome"] == "error")).sum())
     out["audit.violations"] = float(sum(v for k, v in audit_counts.items() if k != "liveness"))
     out["liveness.stuck"] = float(audit_counts.get("liveness", 0))
     return out
@@ -146,10 +162,11 @@ def summarise(
     slos: Iterable[str],
     tables: Mapping[str, pd.DataFrame],
     audit_json: Mapping[str, Any],
+    start: float = 0.0,
 ) -> dict[str, Any]:
     """summary.json: metrics, payments by status, the audit's counts and every SLO's result."""
     counts: Mapping[str, int] = audit_json["counts"]
-    m = metrics(tables, duration, counts)
+    m = metrics(tables, duration, counts, start=start)
     results = [parse_slo(text).evaluate(m) for text in slos]
     by_status = tables["payments"]["status"].value_counts()
     audit_ok = bool(audit_json["ok"])

@@ -54,7 +54,7 @@ def build_run_report(run_dir: str | os.PathLike[str], record: RunRecord | None =
 def render(run: Run) -> str:
     record, run_dir, m = run.record, run.path, run.metrics
     mode = run.mode
-    t0 = 0.0 if mode == "sim" or record.requests.empty else float(record.requests["sent_at"].min())
+    t0 = run.start
     span = _span(record, t0, run.duration)
     samples = run.samples
     audit_json = run.audit

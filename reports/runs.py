@@ -54,6 +54,11 @@ class Run:
         return str(self.record.meta.get("mode"))
 
     @property
+    def start(self) -> float:
+        """When the traffic started: 0 in a sim run, a wall-clock time in a load run's meta."""
+        return float(self.record.meta.get("started_at", 0.0))
+
+    @property
     def tables(self) -> dict[str, pd.DataFrame]:
         r = self.record
         return {"requests": r.requests, "payments": r.payments, "journal": r.journal}
@@ -64,11 +69,11 @@ class Run:
 
     @cached_property
     def metrics(self) -> dict[str, float]:
-        return metrics(self.tables, self.duration, self.audit["counts"], self.times)
+        return metrics(self.tables, self.duration, self.audit["counts"], self.times, self.start)
 
     @cached_property
     def samples(self) -> dict[str, Samples]:
-        return latencies(self.tables, self.times)
+        return latencies(self.tables, self.times, self.start)
 
     @property
     def acked_at(self) -> np.ndarray:

@@ -328,7 +328,15 @@ def write_run(
     record = load_run(run_dir)
     audited = audit(record)
     write_audit(run_dir, audited)
-    summary = summarise(scenario, name, seed, tables, audited.to_json(), mode=meta["mode"])
+    summary = summarise(
+        scenario,
+        name,
+        seed,
+        tables,
+        audited.to_json(),
+        mode=meta["mode"],
+        start=float(meta.get("started_at", 0.0)),
+    )
     (run_dir / "summary.json").write_text(dumps(summary))
     build_run_report(run_dir, record, audited.to_json())
     return summary

@@ -25,7 +25,9 @@ def summarise(
     tables: Mapping[str, pd.DataFrame],
     audit_json: Mapping[str, Any],
     mode: str = "sim",
+    start: float = 0.0,
 ) -> dict[str, Any]:
+    """`start`: when the traffic started (0 in the sim; a load run's meta `started_at`)."""
     return summarise_record(
         scenario=scenario_name,
         seed=seed,
@@ -34,4 +36,5 @@ def summarise(
         slos=scenario.slos,
         tables=tables,
         audit_json=audit_json,
+        start=start,
     )

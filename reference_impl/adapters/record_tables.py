@@ -4,8 +4,8 @@ Both runtimes read the ledger, payments and settlement tables from the store the
 wrote, not from their own bookkeeping, so the audit checks what the reference implementation
 did. Each runtime collects the domain objects its own way (the sim straight from its memory
 store, the load runtime through the store's read interface); the rows are built here, once.
-Times are shifted by `t0` (the load runtime's wall-clock start; 0 in the sim), rows sorted on
-stable keys, and "no value" is NaN or "", as the record wants, so the same content always gives
+Times are as the system wrote them (simulated seconds, or the wall clock in real processes: the
+journal's hash covers them), rows sorted on stable keys, and "no value" is NaN or "", as the record wants, so the same content always gives
 the same bytes.
 """
 
@@ -43,8 +43,8 @@ _EMPTY_DTYPES = {
 }
 
 
-def time_or_nan(value: float | None, t0: float = 0.0) -> float:
-    return NAN if value is None else float(value) - t0
+def time_or_nan(value: float | None) -> float:
+    return NAN if value is None else float(value)
 
 
 def frame(rows: list[dict[str, Any]], columns: list[str], sort: list[str]) -> pd.DataFrame:
@@ -56,7 +56,7 @@ def frame(rows: list[dict[str, Any]], columns: list[str], sort: list[str]) -> pd
     return df.sort_values(sort, kind="stable").reset_index(drop=True)
 
 
-def payments(found: Iterable[Payment], t0: float = 0.0) -> pd.DataFrame:
+def payments(found: Iterable[Payment]) -> pd.DataFrame:
     rows = [
         {
             "payment_id": p.id,
@@ -68,9 +68,9 @@ def payments(found: Iterable[Payment], t0: float = 0.0) -> pd.DataFrame:
             "currency": p.currency,
             "status": p.status.value,
             "reason": p.reason,
-            "received_at": p.received_at - t0,
-            "posted_at": time_or_nan(p.posted_at, t0),
-            "settled_at": time_or_nan(p.settled_at, t0),
+            "received_at": p.received_at,
+            "posted_at": time_or_nan(p.posted_at),
+            "settled_at": time_or_nan(p.settled_at),
         }
         for p in found
     ]
@@ -79,7 +79,7 @@ def payments(found: Iterable[Payment], t0: float = 0.0) -> pd.DataFrame:
     return frame(rows, cols, ["received_at", "tenant", "payment_id"])
 
 
-def journal(entries: Iterable[tuple[str, JournalEntry]], t0: float = 0.0) -> pd.DataFrame:
+def journal(entries: Iterable[tuple[str, JournalEntry]]) -> pd.DataFrame:
     """(tenant, entry) pairs; `at` is shifted, the hashed fields stay as written."""
     rows = [
         {
@@ -93,7 +93,7 @@ def journal(entries: Iterable[tuple[str, JournalEntry]], t0: float = 0.0) -> pd.
             "credit_account": e.credit_account,
             "amount": e.amount,
             "currency": e.currency,
-            "at": e.at - t0,
+            "at": e.at,
             "prev_hash": e.prev_hash,
             "hash": e.hash,
         }
@@ -122,7 +122,7 @@ def accounts(found: Iterable[tuple[str, Account]]) -> pd.DataFrame:
     return frame(rows, [*cols, "credits_posted", "credits_pending"], ["tenant", "id"])
 
 
-def settlements(batches: Iterable[SettlementBatch], t0: float = 0.0) -> pd.DataFrame:
+def settlements(batches: Iterable[SettlementBatch]) -> pd.DataFrame:
     rows = []
     for b in batches:
         if b.sent_at is None:
@@ -136,8 +136,8 @@ def settlements(batches: Iterable[SettlementBatch], t0: float = 0.0) -> pd.DataF
                     "currency": b.currency,
                     "payment_id": pid,
                     "amount": amount,
-                    "cutoff_at": time_or_nan(b.closed_at, t0),
-                    "sent_at": b.sent_at - t0,
+                    "cutoff_at": time_or_nan(b.closed_at),
+                    "sent_at": b.sent_at,
                 }
             )
     cols = ["batch_id", "tenant", "partner", "currency", "payment_id", "amount", "cutoff_at"]
@@ -147,7 +147,6 @@ def settlements(batches: Iterable[SettlementBatch], t0: float = 0.0) -> pd.DataF
 def statements(
     issued: Iterable[Statement],
     items: Mapping[tuple[str, str], SettlementItem],
-    t0: float = 0.0,
 ) -> pd.DataFrame:
     """Every line of every statement the partners issued; `items` maps (partner, payment id) to
     the settlement item that names the line's batch."""
@@ -163,8 +162,8 @@ def statements(
                     "end_to_end_id": line.end_to_end_id,
                     "amount": abs(line.amount),
                     "currency": line.currency,
-                    "booking_at": line.booking_at - t0,
-                    "value_at": line.value_at - t0,
+                    "booking_at": line.booking_at,
+                    "value_at": line.value_at,
                     "entry_kind": line.kind.value,
                 }
             )
