@@ -63,6 +63,7 @@ def run_load(
     target: str | None = None,
     target_keys: Mapping[str, str] | None = None,
     locust_workers: int = 0,
+    port: int | None = None,
     progress: Progress | None = None,
 ) -> LoadRun:
     """Run the scenario against real processes (or `target`); the record's tables and meta."""
@@ -71,8 +72,10 @@ def run_load(
         return _against_target(scenario, name, seed, run_dir, target, target_keys or {},
                                locust_workers, progress)  # fmt: skip
     url = run_store_url(store, run_dir)
+    open_store(url).close()  # a bad URL or an unreachable database, before any process starts
     t0 = time.time()
-    with ReferenceSystem(scenario, run_dir, url, tuple(scenario.bugs)) as system:
+    system = ReferenceSystem(scenario, run_dir, url, tuple(scenario.bugs), port=port or 0)
+    with system:
         faults = LoadFaults(system, plan(scenario, seed), t0, random.Random(f"{seed}/targets"))
         sampler = Sampler(system.pids, url, scenario.topology.event_log.partitions, t0)
         sampler.start()
@@ -121,6 +124,7 @@ def _against_target(
     tables = export.from_api(target, dict(keys), accounts)
     meta = _meta(scenario, name, seed, t0, traffic, rows, drained)
     meta["target"] = target
+    meta["statements_visible"] = False  # a target's bank statements are not in its API
     return LoadRun(_complete(tables, traffic, rows, Samples(), t0), meta, traffic)
 
 

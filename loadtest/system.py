@@ -45,6 +45,8 @@ from reference_impl.runtime import RuntimeConfig
 from reference_impl.runtime.processes import ENV, METRICS_ENV
 from scenarios.schema import Scenario
 
+RUN_DIR_ENV = "TESTBED_RUN_DIR"
+"""Every process of a run carries its run directory, so it can be found (and none forgotten)."""
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 RESTART_DELAY_S = 0.5
@@ -195,6 +197,7 @@ class ReferenceSystem:
             **os.environ,
             ENV: self.config.to_json(),
             METRICS_ENV: self._metrics_dir.name,
+            RUN_DIR_ENV: str(self.run_dir.resolve()),
             "PYTHONUNBUFFERED": "1",
         }
         py = sys.executable
@@ -249,11 +252,12 @@ class ReferenceSystem:
             time.sleep(0.1)
         raise SystemError_(f"gateway: not ready on {self.url} within {READY_TIMEOUT_S:g}s")
 
-    def tail(self, name: str, lines: int = 3) -> str:
-        """The last lines a process wrote (for an error message)."""
+    def tail(self, name: str) -> str:
+        """The last line a process wrote (for a one-line error message)."""
         path = self.processes[name].log
         text = path.read_text(errors="replace") if path.exists() else ""
-        return " | ".join(text.strip().splitlines()[-lines:]) or "(no output)"
+        lines = text.strip().splitlines()
+        return lines[-1].strip() if lines else "(no output)"
 
     def stop(self) -> None:
         """Stop every process: the gateway first, then the workers; SIGKILL what overstays."""

@@ -196,6 +196,7 @@ def audit(record: RunRecord, *, max_per_kind: int = 1000) -> AuditResult:
     check_balances(run, release, found)
     posted_seq, posted_at = check_payments(run, found)
     check_settlement(run, posted_seq, posted_at, found)
-    check_statements(record, found)
+    if record.meta.get("statements_visible", True):
+        check_statements(record, found)
     check_liveness(run, posted_seq, resolved, found)
     return found.result(record.seed, max_per_kind)

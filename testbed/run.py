@@ -83,7 +83,7 @@ def _mark(ok: bool) -> str:
 
 def _fail_input(console: Console, lines: list[str]) -> None:
     for line in lines:
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -133,13 +133,17 @@ def run(
     locust_workers: Annotated[
         int, typer.Option(min=0, max=64, help="load: Locust worker processes (0: one process)")
     ] = 0,
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="load: the gateway's port (default: a free one)"),
+    ] = None,
 ) -> None:
     """Run a scenario, write its run record, audit it and check its SLOs."""
     err = Console(stderr=True)
     console = Console()
     try:
         check_mode(mode)
-        load = load_options(mode, store, target, api_key, locust_workers)
+        load = load_options(mode, store, target, api_key, locust_workers, port)
     except ValueError as e:
         _fail_input(err, [str(e)])
     if seed is not None and not 0 <= seed < 2**63:
@@ -178,6 +182,7 @@ class LoadOptions:
     keys: tuple[str, ...] = ()
     """TENANT:KEY for each of the scenario's tenants (with `target`)."""
     locust_workers: int = 0
+    port: int | None = None
 
 
 def load_options(
@@ -186,6 +191,7 @@ def load_options(
     target: str | None,
     api_key: list[str] | None,
     locust_workers: int,
+    port: int | None = None,
 ) -> LoadOptions:
     """The load flags, checked against each other; ValueError names the flag."""
     for flag, value in {"--store": store, "--target": target, "--api-key": api_key}.items():
@@ -197,7 +203,9 @@ def load_options(
         raise ValueError("--store: not with --target (the target keeps its own store)")
     if api_key and not target:
         raise ValueError("--api-key: only with --target (ours are generated)")
-    return LoadOptions(store, target, tuple(api_key or ()), locust_workers)
+    if port is not None and (mode != "load" or target):
+        raise ValueError("--port: only with --mode load, for our own processes")
+    return LoadOptions(store, target, tuple(api_key or ()), locust_workers, port)
 
 
 def _target_keys(loaded: LoadedScenario, options: LoadOptions) -> dict[str, str]:
@@ -271,7 +279,7 @@ def execute_load(
             result = run_load(
                 loaded.scenario, loaded.name, seed, run_dir, store=options.store,
                 target=options.target, target_keys=keys, locust_workers=options.locust_workers,
-                progress=progress,
+                port=options.port, progress=progress,
             )  # fmt: skip
         except (InvalidStoreURL, StoreError) as e:
             raise ValueError(f"--store: {e}") from None

@@ -5,8 +5,8 @@ wrote, not from their own bookkeeping, so the audit checks what the reference im
 did. Each runtime collects the domain objects its own way (the sim straight from its memory
 store, the load runtime through the store's read interface); the rows are built here, once.
 Times are as the system wrote them (simulated seconds, or the wall clock in real processes: the
-journal's hash covers them), rows sorted on stable keys, and "no value" is NaN or "", as the record wants, so the same content always gives
-the same bytes.
+journal's hash covers them), rows sorted on stable keys, and "no value" is NaN or "", as the
+record wants, so the same content always gives the same bytes.
 """
 
 from __future__ import annotations
