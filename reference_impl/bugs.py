@@ -62,6 +62,20 @@ BUGS: dict[str, str] = {
 }
 """Every bug the zoo knows, name -> what goes wrong."""
 
+IN_REAL_PROCESSES = frozenset(
+    {
+        "skip-idempotency",
+        "float-money",
+        "commit-offset-before-effect",
+        "non-idempotent-consumer",
+        "double-compensation",
+    }
+)
+"""The bugs a load run can switch on: those in the service handlers and the consumer engine,
+which real processes run. The others break what only the sim has: its gateway's split units of
+work (idempotency-race, publish-before-commit) or its memory store's durability, replication
+and reads (ack-before-durable, async-replication-failover, lost-update)."""
+
 
 class UnknownBug(ValueError):
     """A bug name that is not in the zoo (a user's mistake: the message lists the valid names)."""

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from reference_impl.bugs import BUGS, valid_names
+from reference_impl.bugs import BUGS, IN_REAL_PROCESSES, valid_names
 from scenarios.loader import LoadedScenario, ScenarioError, load_scenario, resolved_yaml
 from scenarios.slo import LATENCY_KINDS
 
@@ -155,6 +155,16 @@ def run(
         _fail_input(err, e.lines)
     except ValueError as e:
         _fail_input(err, [str(e)])
+    if mode == "load":
+        sim_only = sorted(set(loaded.scenario.bugs) - IN_REAL_PROCESSES)
+        if sim_only:
+            _fail_input(
+                err,
+                [
+                    f"--bug {sim_only[0]}: sim mode only (in load mode: "
+                    f"{', '.join(sorted(IN_REAL_PROCESSES))})"
+                ],
+            )
     the_seed = loaded.scenario.seed if seed is None else seed
     run_dir = out if out is not None else next_run_dir(RUNS, loaded.name, the_seed)
     try:

@@ -176,6 +176,7 @@ def test_against_a_target_the_audit_reads_its_public_api(tmp_path: Path) -> None
         (["--target", "http://127.0.0.1:9"], "--api-key: no key for tenant 'tenant-1'"),
         (["--api-key", "t:k"], "--api-key: only with --target"),
         (["--mode", "sim", "--locust-workers", "2"], "--locust-workers: only with --mode load"),
+        (["--bug", "lost-update"], "--bug lost-update: sim mode only"),
     ],
 )
 def test_bad_load_flags_are_one_line_naming_the_flag(
