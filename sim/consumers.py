@@ -11,10 +11,12 @@ real workers. This module supplies what a runtime supplies, and nothing else:
   round trip to the ledger; a `Write` is a commit on the ledger node (queued, charged per item,
   failing as the ledger's faults make it fail); an `External` call goes to the bank partner;
 - failures: a crash of the node discards the member (its volatile state) and a restart starts a
-  new incarnation that joins the group afresh; a pause stops the node from taking steps, so its
-  heartbeats stop and its lease runs out, and the step it was in finishes when it resumes (a
-  zombie, whose commit the fence refuses); a store that cannot be reached surfaces to the engine
-  as `StoreUnavailable`, as in real processes.
+  new incarnation that joins the group afresh; a pause stops the node where it is, as SIGSTOP
+  does: after the operation in progress (a commit already sent still lands), before the next
+  one, so its heartbeats stop and its lease runs out, and the step it was in goes on when it
+  resumes (a zombie, whose next commit is refused: the offsets or the claims moved on); a
+  store that cannot be reached surfaces to the engine as `StoreUnavailable`, as in real
+  processes.
 
 Each step is a job on the member's node, so the node's busy time is the consumer's work.
 """
@@ -296,8 +298,6 @@ class MemberDriver:
         group = self.group
         yield self.node.compute(group.times.work(op.stage).sample(self.rng, op.items, op.skipped))
         yield self.env.timeout(group.network.rtt(self.node.zone, group.ledger.zone))
-        if self.node.paused:
-            yield self.node.running()  # stopped mid-step: a zombie when it wakes, if fenced
 
     def write(self, op: Write) -> Any:
         ledger = self.group.ledger
@@ -354,6 +354,8 @@ class _StepJob(Job):
                     raise  # the node crashed: the step dies with it
                 except Exception as e:
                     error = e
+                if d.node.paused:  # stopped between two operations: a zombie when it wakes
+                    yield d.node.running()
         finally:
             run.close()
         self.done.succeed()

@@ -202,6 +202,8 @@ class MemberStats:
     batches: int = 0
     failures: int = 0
     fenced: int = 0
+    stale: int = 0
+    """Commits refused because another member moved the offsets since the fetch."""
     compensated: int = 0
     heartbeats: int = 0
 
@@ -547,6 +549,8 @@ class Member:
                 del self.suspects[key]
             self.next_heartbeat = self.clock.now()
             log.warning("%s %s: fenced: %s", self.spec.name, self.name, error)
+        elif kind == "stale":
+            self.stats.stale += 1
         elif kind == "handler" and batch is not None:
             self.stats.failures += 1
             now = self.clock.now()

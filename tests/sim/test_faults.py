@@ -200,15 +200,19 @@ def test_a_forced_rebalance_fences_in_flight_work_which_is_redelivered(tmp_path:
 
 
 def test_a_consumer_paused_past_its_lease_loses_its_partitions_and_is_fenced(tmp_path: Path):
-    fault = {"kind": "pause", "node": "payments-1", "at": "1s", "duration": "2s"}
+    # With this seed, 1.298 s stops payments-1 after it fetched and worked a batch, before it
+    # sends the commit (an instant that finds it waiting on the ledger lets the commit land, as
+    # SIGSTOP would; one that finds it idle makes it heartbeat first when it wakes).
+    fault = {"kind": "pause", "node": "payments-1", "at": "1.298s", "duration": "2s"}
     run, record, result = _run(_scenario(fault, workload={"rate": "800/s"}), 16, tmp_path)
     pay = record.payments
-    during = pay[pay["received_at"].between(1.0, 2.4)]
+    during = pay[pay["received_at"].between(1.3, 2.7)]
     # payments-2 takes every partition over once the lease (500 ms) runs out ...
-    assert len(during) > 600 and (during["posted_at"] < 3.0).all()
-    # ... and payments-1, waking with the batch it had fetched, commits none of it.
+    assert len(during) > 600 and (during["posted_at"] < 3.3).all()
+    # ... and payments-1, waking with the batch it had fetched, commits none of it: the offsets
+    # moved on under payments-2 (stale), or the claims did (fenced).
     zombie = run.system.payments.drivers[0].incarnations[0]
-    assert zombie.stats.fenced >= 1
+    assert zombie.stats.stale + zombie.stats.fenced >= 1
     assert len(run.system.payments.drivers[0].incarnations) == 1  # paused, never restarted
     _safe(result)
 
