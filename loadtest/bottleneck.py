@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from loadtest.pacing import expected_arrivals
 from scenarios.schema import Workload
+from scenarios.workload import expected_arrivals
 
 CPU_BOUND = 0.9
 """Mean share of one core, over the arrival window, at which a generator process is saturated."""

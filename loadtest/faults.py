@@ -12,11 +12,17 @@ closes them. What a window does to real processes:
 - `pause` of the same processes: SIGSTOP, SIGCONT after `duration` (past the lease, a consumer
   wakes fenced).
 - `rebalance` of a group: every claim revoked through the store's coordinator.
+- `latency`, `loss` and `partition`, through the proxies (loadtest/proxy.py) a run that has them
+  puts in front of the clients' link to the gateway and, on PostgreSQL, the services' link to
+  the database: `latency` on both links (the processes share one machine, so a window's zones
+  name no particular link), `loss` on the clients' link (what the sim's loss acts on), a
+  `partition` on the link its endpoints name (`clients` and `gateway`, or `ledger` and anything)
+  or, without endpoints, on one of them drawn from the seed.
 
 Everything else cannot be applied here and is listed in the faults table and the verdict as
-*not applied*, with the reason (network partitions need root and network namespaces; latency
-and loss need a proxy in front of the link; the bank partner runs inside the settlement worker;
-...), never silently dropped.
+*not applied*, with the reason (zones and single processes cannot be cut apart on one machine
+without root and network namespaces; the bank partner runs inside the settlement worker; ...),
+never silently dropped.
 """
 
 from __future__ import annotations
@@ -29,10 +35,11 @@ from dataclasses import dataclass, replace
 
 import psutil
 
+from loadtest.proxy import DOWN, UP, LinkProxy
 from loadtest.system import ReferenceSystem
 from reference_impl.adapters import open_store
 from reference_impl.service import groups as coordinator
-from scenarios.fault_specs import Crash, Fault, Pause, Rebalance
+from scenarios.fault_specs import Crash, Fault, Latency, Loss, Partition, Pause, Rebalance
 from scenarios.schema import Scenario
 from sim.swarm import swarm_faults
 
@@ -58,6 +65,39 @@ class FaultRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Links:
+    """The proxied links of a run (None: not proxied)."""
+
+    clients: LinkProxy | None = None
+    """The generator -> gateway link."""
+    database: LinkProxy | None = None
+    """The services -> PostgreSQL link."""
+
+    def named(self) -> dict[str, LinkProxy]:
+        links = {"clients<->gateway": self.clients, "services<->ledger": self.database}
+        return {name: link for name, link in links.items() if link is not None}
+
+    def stop(self) -> None:
+        for link in self.named().values():
+            link.stop()
+
+
+def links_needed(windows: list[Window], postgres: bool) -> tuple[bool, bool]:
+    """Whether the run needs a proxy on the clients' link, and on the database link."""
+    clients = database = False
+    for window in windows:
+        fault = window.fault
+        if isinstance(fault, Loss):
+            clients = True
+        elif isinstance(fault, Latency | Partition):
+            between = fault.between if isinstance(fault, Partition) else None
+            name = _link_between(*between)[0] if between else None  # None: any link
+            clients |= name in (None, "clients<->gateway")
+            database |= postgres and name in (None, "services<->ledger")
+    return clients, database
+
+
+@dataclass(frozen=True, slots=True)
 class Window:
     at: float
     """Seconds after the traffic starts."""
@@ -69,13 +109,7 @@ def plan(scenario: Scenario, seed: int) -> list[Window]:
     rng = random.Random(f"{seed}/faults")
     faults = scenario.faults
     windows = [Window(f.at or 0.0, f) for f in faults.timed]
-    poisson = list(faults.background.poisson)
-    bg = faults.background
-    if bg.crashes is not None:
-        spec = bg.crashes
-        poisson += [
-            Crash(kind="crash", node=n, rate=spec.rate, duration=spec.down) for n in spec.nodes
-        ]
+    poisson = faults.background.families()
     if faults.swarm:
         poisson += swarm_faults(scenario, random.Random(f"{seed}/swarm"))
     for fault in poisson:
@@ -93,9 +127,18 @@ class LoadFaults:
     """Opens and closes the planned windows on a thread; `rows` is the timeline so far."""
 
     def __init__(
-        self, system: ReferenceSystem, windows: list[Window], t0: float, rng: random.Random
+        self,
+        system: ReferenceSystem,
+        windows: list[Window],
+        t0: float,
+        rng: random.Random,
+        links: Links | None = None,
+        store_url: str | None = None,
     ) -> None:
         self.system = system
+        self.links = links or Links()
+        self.store_url = store_url or system.store_url
+        """The store itself, not through a proxy (whose faults must not stop the faults)."""
         self.windows = windows
         self.t0 = t0
         self.rng = rng
@@ -163,6 +206,12 @@ class LoadFaults:
             return self._node(fault)
         if isinstance(fault, Rebalance):
             return self._rebalance(fault)
+        if isinstance(fault, Latency):
+            return self._latency(fault)
+        if isinstance(fault, Loss):
+            return self._loss(fault)
+        if isinstance(fault, Partition):
+            return self._partition(fault)
         return (
             _target(fault),
             f"not applied: {_WHY_NOT.get(fault.kind, 'no real equivalent')}",
@@ -206,7 +255,7 @@ class LoadFaults:
     def _targets(self) -> list[str]:
         names = [n for n in self.system.processes if n != "gateway"]
         names += [f"gateway-{i + 1}" for i in range(len(self.system.gateway_workers()))]
-        if self.system.store_url.startswith("postgres"):
+        if self.store_url.startswith("postgres"):
             names.append("ledger")
         return names
 
@@ -235,7 +284,7 @@ class LoadFaults:
     def _ledger_down(self, name: str) -> tuple[str, str, Undo]:
         import psycopg
 
-        url = self.system.store_url
+        url = self.store_url
         if not url.startswith("postgres"):
             return name, "not applied: the SQLite store is embedded in every process", _nothing
         app = _application_name(url)
@@ -265,7 +314,7 @@ class LoadFaults:
 
     def _rebalance(self, fault: Rebalance) -> tuple[str, str, Undo]:
         group: str = fault.group or self.rng.choice(["payments", "reporting", "settlement"])
-        store = open_store(self.system.store_url)
+        store = open_store(self.store_url)
         try:
             with store.unit_of_work() as uow:
                 revoked = coordinator.revoke_all(uow, group)
@@ -273,6 +322,81 @@ class LoadFaults:
         finally:
             store.close()
         return group, f"{revoked} claims revoked", _nothing
+
+    def _latency(self, fault: Latency) -> tuple[str, str, Undo]:
+        links = self.links.named()
+        if not links:
+            return _target(fault), "not applied: no link of this run is proxied", _nothing
+        for link in links.values():
+            link.add_latency(fault.extra)
+
+        def back() -> str:
+            for link in links.values():
+                link.remove_latency(fault.extra)
+            return ""
+
+        detail = f"+{fault.extra * 1000:g}ms each way"
+        if fault.zones:
+            detail += " (on every proxied link: the zones share one machine)"
+        return ", ".join(links), detail, back
+
+    def _loss(self, fault: Loss) -> tuple[str, str, Undo]:
+        link = self.links.clients
+        if link is None:
+            return _target(fault), "not applied: the clients' link is not proxied", _nothing
+        cut = link.counters.cut
+        link.add_loss(fault.probability)
+
+        def back() -> str:
+            link.remove_loss(fault.probability)
+            return f"{link.counters.cut - cut} connections cut"
+
+        return "clients<->gateway", f"p={fault.probability:g} per chunk, connection cut", back
+
+    def _partition(self, fault: Partition) -> tuple[str, str, Undo]:
+        links = self.links.named()
+        if fault.between is None:
+            if not links:
+                return _target(fault), "not applied: no link of this run is proxied", _nothing
+            name = self.rng.choice(sorted(links))
+            first = name.split("<->")[0]
+        else:
+            name, first = _link_between(*fault.between)
+            if name not in links:
+                why = (
+                    "a partition in a load run cuts clients<->gateway or services<->ledger (on "
+                    "PostgreSQL); zones and single processes share one machine"
+                    if not name
+                    else f"{name} is not proxied in this run"
+                )
+                return _target(fault), f"not applied: {why}", _nothing
+        link = links[name]
+        # `one_way` cuts first -> second: toward the upstream when the first is the client side.
+        upstream_first = first in ("clients", "services")
+        directions = [UP if upstream_first else DOWN] if fault.one_way else [UP, DOWN]
+        held = link.counters.held
+        for direction in directions:
+            link.hold(direction)
+
+        def heal() -> str:
+            for direction in directions:
+                link.release(direction)
+            return f"{link.counters.held - held} chunks held until it healed"
+
+        arrow = "->" if fault.one_way else "<->"
+        a, b = name.split("<->")
+        shown = f"{a}{arrow}{b}" if upstream_first else f"{b}{arrow}{a}"
+        return shown, "one-way" if fault.one_way else "symmetric", heal
+
+
+def _link_between(a: str, b: str) -> tuple[str, str]:
+    """The proxied link two partition endpoints name, and which of its ends is `a`."""
+    ends = {a, b}
+    if "clients" in ends and ({"gateway"} | {e for e in ends if e.startswith("gateway-")}) & ends:
+        return "clients<->gateway", "clients" if a == "clients" else "gateway"
+    if "ledger" in ends and "clients" not in ends:
+        return "services<->ledger", "ledger" if a == "ledger" else "services"
+    return "", ""
 
 
 def _nothing() -> str:
@@ -299,12 +423,10 @@ def _application_name(url: str) -> str:
 
 _WHY_NOT = {
     "zone-outage": "every process runs on this one machine: there are no zones to take down",
-    "latency": "needs a proxy in front of the link; none is started for this run",
-    "loss": "client<->gateway loss would need a lossy proxy in front of the gateway",
     "duplicate": "the generator sends the workload's duplicates (client.duplicate_probability)",
-    "reorder": "needs a proxy in front of the link",
-    "partition": "needs root and the components in network namespaces, cut with iptables",
-    "clog": "needs root and the components in network namespaces",
+    "reorder": "TCP delivers a connection's bytes in order; requests on separate connections"
+    " already race",
+    "clog": "swizzles links between zones, and the processes share one machine",
     "disk": "needs a faulty block device under the database",
     "failover": "the store has no replica in a load run",
     "poison": "the real workers run the correct handlers only",

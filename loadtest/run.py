@@ -17,6 +17,7 @@ propagates.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import random
 import threading
@@ -25,14 +26,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pandas as pd
 
 from loadtest import export
-from loadtest.faults import FaultRow, LoadFaults, Window, plan
+from loadtest.faults import FaultRow, Links, LoadFaults, Window, links_needed, plan
+from loadtest.proxy import LinkProxy
 from loadtest.samples import Sampler, Samples
-from loadtest.system import ReferenceSystem, run_store_url, tenant_ids
+from loadtest.system import ReferenceSystem, run_store_url
 from loadtest.traffic import TrafficResult, run_traffic
 from reference_impl.adapters import open_store, redact_url
 from reference_impl.adapters.record_tables import frame
@@ -40,6 +43,7 @@ from reference_impl.core.payments import TERMINAL, Payment
 from reference_impl.service.payments import PAYMENT
 from reference_impl.service.settlement import SettlementConfig
 from scenarios.schema import Scenario
+from scenarios.workload import account_ids, tenant_ids
 
 DRAIN_POLL_S = 0.5
 Progress = Callable[[str, float, float], None]
@@ -74,14 +78,31 @@ def run_load(
     url = run_store_url(store, run_dir)
     open_store(url).close()  # a bad URL or an unreachable database, before any process starts
     t0 = time.time()
-    system = ReferenceSystem(scenario, run_dir, url, tuple(scenario.bugs), port=port or 0)
-    with system:
-        faults = LoadFaults(system, plan(scenario, seed), t0, random.Random(f"{seed}/targets"))
+    windows = plan(scenario, seed)
+    proxy_clients, proxy_database = links_needed(windows, url.startswith("postgres"))
+    with contextlib.ExitStack() as stack:
+        database = None
+        if proxy_database:
+            database = stack.enter_context(
+                LinkProxy("database", _host_port(url), random.Random(f"{seed}/database"))
+            )
+        services_url = url if database is None else _via(url, database.port)
+        system = ReferenceSystem(scenario, run_dir, services_url, tuple(scenario.bugs),
+                                 port=port or 0)  # fmt: skip
+        stack.enter_context(system)
+        clients = None
+        if proxy_clients:
+            clients = stack.enter_context(
+                LinkProxy("clients", (system.host, system.port), random.Random(f"{seed}/clients"))
+            )
+        links = Links(clients, database)
+        faults = LoadFaults(system, windows, t0, random.Random(f"{seed}/targets"), links, url)
         sampler = Sampler(system.pids, url, scenario.topology.event_log.partitions, t0)
         sampler.start()
         try:
             traffic = _traffic(
-                scenario, system.url, system.api_keys, t0, seed, run_dir, locust_workers,
+                scenario, system.url if clients is None else f"http://127.0.0.1:{clients.port}",
+                system.api_keys, t0, seed, run_dir, locust_workers,
                 faults.start, system.supervise, progress,
             )  # fmt: skip
             faults.stop()
@@ -128,9 +149,21 @@ def _against_target(
     return LoadRun(_complete(tables, traffic, rows, Samples(), t0), meta, traffic)
 
 
-def _accounts(scenario: Scenario) -> list[str]:
-    from loadtest.pacing import account_ids
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 5432
 
+
+def _via(url: str, port: int) -> str:
+    """`url` with its host and port replaced by the proxy's."""
+    parts = urlsplit(url)
+    user = f"{parts.username}@" if parts.username else ""
+    if parts.password:
+        user = f"{parts.username}:{parts.password}@"
+    return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{port}"))
+
+
+def _accounts(scenario: Scenario) -> list[str]:
     return ["funding", *account_ids(scenario.workload.accounts)]
 
 

@@ -27,8 +27,9 @@ import pandas as pd
 
 from loadtest.attempts import is_final, outcome
 from loadtest.errors import SetupError
-from loadtest.pacing import FUNDING_ACCOUNT, account_ids, tenant_ids
+from loadtest.pacing import FUNDING_ACCOUNT
 from scenarios.schema import Workload
+from scenarios.workload import account_ids, tenant_ids
 
 CONCURRENCY = 16
 ATTEMPTS = 8

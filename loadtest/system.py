@@ -44,6 +44,7 @@ from reference_impl import lifeline
 from reference_impl.runtime import RuntimeConfig
 from reference_impl.runtime.processes import ENV, METRICS_ENV
 from scenarios.schema import Scenario
+from scenarios.workload import tenant_ids
 
 RUN_DIR_ENV = "TESTBED_RUN_DIR"
 """Every process of a run carries its run directory, so it can be found (and none forgotten)."""
@@ -55,11 +56,6 @@ RESTART_DELAY_S = 0.5
 
 class SystemError_(RuntimeError):
     """The system could not be started: the message says which part and why."""
-
-
-def tenant_ids(count: int) -> list[str]:
-    """The scenario's tenants, named as the sim names them."""
-    return [f"tenant-{i + 1}" for i in range(count)]
 
 
 def free_port(host: str = "127.0.0.1") -> int:

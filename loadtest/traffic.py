@@ -59,10 +59,10 @@ from loadtest.bottleneck import SAMPLE_COLUMNS, generator_verdict, per_second_ra
 from loadtest.errors import TrafficError
 from loadtest.histogram import HistogramSummary, merge
 from loadtest.lifeline import stop_group
-from loadtest.pacing import peak_rate, tenant_ids
 from loadtest.plan import TrafficPlan
 from loadtest.setup_accounts import SetupResult, setup_accounts
 from scenarios.schema import Scenario
+from scenarios.workload import peak_rate, tenant_ids
 
 MAX_USERS_PER_PROCESS = 1000
 LATE_AFTER = 0.010

@@ -20,11 +20,8 @@ Definitions (docs/reports.md):
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -167,25 +164,3 @@ def _usl(curves: list[Curve], size_path: str | None) -> tuple[UslFit | None, str
         note += (f"; at {', '.join(lower)} no point was overloaded, so those capacities are "
                  "lower bounds and the fit understates scaling")  # fmt: skip
     return fit, note
-
-
-# -- the sweep directory -----------------------------------------------------------------------
-def load_sweep(sweep_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
-    settings: dict[str, Any] = json.loads((sweep_dir / "sweep.json").read_text())
-    return settings, pd.read_parquet(sweep_dir / "points.parquet")
-
-
-def build_capacity_report(sweep_dir: str | os.PathLike[str]) -> Path:
-    """Analyse the sweep in `sweep_dir`, write capacity.json and report.html; the report's path."""
-    from reports.capacity_report import render
-
-    base = Path(sweep_dir)
-    settings, points = load_sweep(base)
-    varied = [v["path"] for v in settings["vary"]]
-    result = analyse(points, varied, settings.get("size_path"), float(settings["headroom"]))
-    (base / "capacity.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    out = base / "report.html"
-    tmp = out.with_name("report.html.tmp")
-    tmp.write_text(render(base, settings, points, result), encoding="utf-8")
-    os.replace(tmp, out)
-    return out

@@ -3,7 +3,9 @@ to learn how much load a topology takes, where it breaks, and what to run it at.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from reports import charts
-from reports.capacity import SUSTAINED, Capacity, role_columns
+from reports.capacity import SUSTAINED, Capacity, analyse, role_columns
 from reports.html import code, esc, figure, mark, ms, num, page, table
 
 
@@ -199,3 +201,23 @@ def _points_table(points: pd.DataFrame, varied: list[str]) -> str:
     head = ["point", *varied, "offered", "achieved", "ack p99", "posted p50", "posted p99",
             "SLOs", "audit", "error"]  # fmt: skip
     return table(head, rows, left=1)
+
+
+# -- the sweep directory -----------------------------------------------------------------------
+def load_sweep(sweep_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    settings: dict[str, Any] = json.loads((sweep_dir / "sweep.json").read_text())
+    return settings, pd.read_parquet(sweep_dir / "points.parquet")
+
+
+def build_capacity_report(sweep_dir: str | os.PathLike[str]) -> Path:
+    """Analyse the sweep in `sweep_dir`, write capacity.json and report.html; the report's path."""
+    base = Path(sweep_dir)
+    settings, points = load_sweep(base)
+    varied = [v["path"] for v in settings["vary"]]
+    result = analyse(points, varied, settings.get("size_path"), float(settings["headroom"]))
+    (base / "capacity.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    out = base / "report.html"
+    tmp = out.with_name("report.html.tmp")
+    tmp.write_text(render(base, settings, points, result), encoding="utf-8")
+    os.replace(tmp, out)
+    return out

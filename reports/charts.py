@@ -133,7 +133,8 @@ def node_series(
     ax.set_title(title, fontsize=11)
     ax.set_xlabel("seconds since start")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right", ncol=2)
+    if len(wide.columns):  # a column no node sampled (all NaN) has no line to name
+        ax.legend(fontsize=8, loc="upper right", ncol=2)
     return png(fig)
 
 

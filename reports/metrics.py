@@ -111,6 +111,13 @@ def latencies(
     return out
 
 
+def traffic_payments(times: KeyTimes, start: float) -> np.ndarray:
+    """Which payments the traffic made: not those of keys first sent before `start` (a load
+    run's set-up funding the accounts); a payment no request made stays in."""
+    first = times.first_sent[times.payment_key]
+    return np.asarray(~(first < start), dtype=bool)
+
+
 def metrics(
     tables: Mapping[str, pd.DataFrame],
     duration: float,
@@ -133,7 +140,7 @@ def metrics(
     traffic = times.first_sent >= start
     out["offered"] = float(traffic.sum()) / duration
     out["throughput"] = float((traffic & (times.first_acked <= start + duration)).sum()) / duration
-    status = payments["status"].value_counts()
+    status = payments["status"][traffic_payments(times, start)].value_counts()
     for s in ("posted", "rejected", "failed"):
         out[f"payments.{s}"] = float(
             status.get(s, 0) + (status.get("settled", 0) if s == "posted" else 0)
@@ -166,9 +173,10 @@ def summarise(
 ) -> dict[str, Any]:
     """summary.json: metrics, payments by status, the audit's counts and every SLO's result."""
     counts: Mapping[str, int] = audit_json["counts"]
-    m = metrics(tables, duration, counts, start=start)
+    times = key_times(tables)
+    m = metrics(tables, duration, counts, times, start)
     results = [parse_slo(text).evaluate(m) for text in slos]
-    by_status = tables["payments"]["status"].value_counts()
+    by_status = tables["payments"]["status"][traffic_payments(times, start)].value_counts()
     audit_ok = bool(audit_json["ok"])
     return {
         "scenario": scenario,

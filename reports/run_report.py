@@ -19,7 +19,7 @@ import pandas as pd
 
 from reports import charts
 from reports.html import banner, code, esc, figure, mark, ms, num, page, table
-from reports.metrics import latency_stats
+from reports.metrics import latency_stats, traffic_payments
 from reports.record import RunRecord
 from reports.runs import Run, SloOutcome, open_run
 from reports.stages import NOT_RECORDED, stages
@@ -52,7 +52,7 @@ def build_run_report(run_dir: str | os.PathLike[str], record: RunRecord | None =
 
 
 def render(run: Run) -> str:
-    record, run_dir, m = run.record, run.path, run.metrics
+    record, run_dir = run.record, run.path
     mode = run.mode
     t0 = run.start
     span = _span(record, t0, run.duration)
@@ -65,7 +65,7 @@ def render(run: Run) -> str:
         f"<span class='note'>run directory {code(str(run_dir))}</span></p>",
         _facts(record, run.scenario, run.duration),
         "<h2>Verdict</h2>",
-        _verdict(m, record, audit_json, run.slos),
+        _verdict(run),
         "<h2>Latency</h2>",
         _latency_table(samples),
         figure(
@@ -120,13 +120,14 @@ def _facts(record: RunRecord, scenario: Mapping[str, Any], duration: float) -> s
     return table(["", ""], rows, left=2)
 
 
-def _verdict(m: Mapping[str, float], record: RunRecord, audit_json: Mapping[str, Any],
-             slos: list[SloOutcome]) -> str:  # fmt: skip
+def _verdict(run: Run) -> str:
+    m, record, audit_json, slos = run.metrics, run.record, run.audit, run.slos
     rows: list[tuple[object, ...]] = [
         ("offered", f"{m['offered']:.1f}/s", ""),
         ("throughput (acknowledged)", f"{m['throughput']:.1f}/s", ""),
     ]
-    for status, n in sorted(record.payments["status"].value_counts().items()):
+    made = traffic_payments(run.times, run.start)  # not a load run's set-up
+    for status, n in sorted(record.payments["status"][made].value_counts().items()):
         rows.append((f"payments {status}", f"{n:,}", ""))
     counts = audit_json["counts"]
     found = ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "no violations"

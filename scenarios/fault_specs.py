@@ -234,6 +234,20 @@ class Background(_Model):
         default_factory=list, description="any fault kind with a `rate` instead of an `at`"
     )
 
+    def families(self) -> list[Fault]:
+        """Every background family as a fault with a rate: a crash per node, the latency
+        spikes, then the Poisson list (the order both runtimes draw their windows in)."""
+        found: list[Fault] = []
+        if (spec := self.crashes) is not None:
+            found += [
+                Crash(kind="crash", node=n, rate=spec.rate, duration=spec.down) for n in spec.nodes
+            ]
+        if (lat := self.latency) is not None:
+            found.append(
+                Latency(kind="latency", rate=lat.rate, duration=lat.duration, extra=lat.extra)
+            )
+        return [*found, *self.poisson]
+
 
 class Faults(_Model):
     timed: list[Fault] = Field(default_factory=list)

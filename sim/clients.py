@@ -12,19 +12,17 @@ same for every attempt, so deadlines arrive in send order and one deque holds th
 
 from __future__ import annotations
 
-import bisect
-import itertools
-import math
 import random
 from collections import deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 import simpy
 
 from reference_impl.service.accept import PaymentRequest, request_hash
-from scenarios.schema import Amount, Workload
+from scenarios.schema import Workload
+from scenarios.workload import ZipfAccounts, account_ids, draw_amount, rate_segments, tenant_ids
 
 
 @dataclass(slots=True)
@@ -56,63 +54,6 @@ class Attempt:
 
 
 Router = Callable[[Attempt], None]
-
-
-def account_ids(count: int) -> list[str]:
-    return [f"acc-{i:06d}" for i in range(count)]
-
-
-def tenant_ids(count: int) -> list[str]:
-    return [f"tenant-{i + 1}" for i in range(count)]
-
-
-class ZipfAccounts:
-    """Draws account indexes with P(rank k) proportional to 1 / k**s (s = 0 is uniform)."""
-
-    def __init__(self, count: int, s: float) -> None:
-        total = 0.0
-        self.cumulative: list[float] = []
-        for k in range(1, count + 1):
-            total += 1.0 / k**s
-            self.cumulative.append(total)
-        self.total = total
-
-    def draw(self, rng: random.Random) -> int:
-        return bisect.bisect_left(self.cumulative, rng.random() * self.total)
-
-    def pair(self, rng: random.Random) -> tuple[int, int]:
-        debtor = self.draw(rng)
-        creditor = self.draw(rng)
-        while creditor == debtor:
-            creditor = self.draw(rng)
-        return debtor, creditor
-
-
-def draw_amount(spec: Amount, rng: random.Random) -> int:
-    if spec.distribution == "fixed":
-        return spec.median
-    if spec.distribution == "uniform":
-        return rng.randint(spec.min, spec.max)
-    value = round(rng.lognormvariate(math.log(spec.median), spec.sigma))
-    return min(spec.max, max(spec.min, value))
-
-
-def rate_segments(workload: Workload, duration: float) -> Iterator[tuple[float, float, float]]:
-    """(start, end, rate) pieces covering [0, duration): profile steps plus active bursts."""
-    cuts = {0.0, duration}
-    cuts.update(s.at for s in workload.profile if s.at < duration)
-    for b in workload.bursts:
-        cuts.update(t for t in (b.at, b.at + b.duration) if t < duration)
-    points = sorted(cuts)
-    for start, end in itertools.pairwise(points):
-        rate = workload.rate
-        for step in workload.profile:
-            if step.at <= start:
-                rate = step.rate
-        for b in workload.bursts:
-            if b.at <= start < b.at + b.duration:
-                rate += b.rate
-        yield start, end, rate
 
 
 class Clients:

@@ -103,17 +103,7 @@ class FaultInjector:
         for f in faults.timed:
             assert f.at is not None  # the schema guarantees it for timed faults
             self._at(f.at, lambda f=f: self.open(f))  # type: ignore[misc]
-        bg = faults.background
-        if bg.crashes is not None:
-            spec = bg.crashes
-            for node in spec.nodes:
-                crash = Crash(kind="crash", node=node, rate=spec.rate, duration=spec.down)
-                self.env.process(self._poisson(crash, until))
-        if bg.latency is not None:
-            lat = bg.latency
-            spike = Latency(kind="latency", rate=lat.rate, duration=lat.duration, extra=lat.extra)
-            self.env.process(self._poisson(spike, until))
-        poisson = list(bg.poisson)
+        poisson = faults.background.families()
         if faults.swarm:
             drawn = swarm_faults(self.plant.scenario, self.plant.streams.get("swarm"))
             summary = ", ".join(f"{f.kind} {f.rate:.3g}/s" for f in drawn if f.rate) or "none"

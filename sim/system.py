@@ -42,8 +42,9 @@ from reference_impl.service.ports import Clock, partition_for
 from reference_impl.service.projector import REPORTING_GROUP, REPORTING_TOPICS
 from reference_impl.service.settlement import SETTLEMENT_GROUP, SETTLEMENT_TOPICS
 from scenarios.schema import Scenario
+from scenarios.workload import account_ids, tenant_ids
 from sim import zoo
-from sim.clients import Clients, account_ids, tenant_ids
+from sim.clients import Clients
 from sim.consumers import PartitionLag, SimGroup
 from sim.faults import FaultInjector
 from sim.gateway import Gateway

@@ -51,13 +51,9 @@ def gate(
     """Judge a run: its SLOs, its audit and, with --baseline, regressions against a baseline."""
     from reports.gate import evaluate, write_junit
     from reports.runs import open_run
+    from testbed.run import fail_input
 
     err, console = Console(stderr=True, emoji=False), Console()
-
-    def bad(line: str) -> None:
-        err.print(line, markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(2)
-
     try:
         effect = parse_fraction(min_effect, "--min-effect", 0.0, 10.0)
         level = parse_fraction(alpha, "--alpha", 1e-9, 0.5)
@@ -67,7 +63,7 @@ def gate(
         base = open_run(baseline, "--baseline") if baseline is not None else None
         result = evaluate(candidate, base, effect, level)
     except ValueError as e:  # NotARun too: the message names the argument
-        bad(str(e))
+        fail_input(err, [str(e)])
     if junit is not None:
         write_junit(junit, result)
     _print(result, console)

@@ -57,7 +57,7 @@ def _build(directory: Path, kind: str) -> Path:
 
         return build_campaign_report(directory)
     if kind == "sweep":
-        from reports.capacity import build_capacity_report
+        from reports.capacity_report import build_capacity_report
 
         return build_capacity_report(directory)
     from reports.run_report import build_run_report

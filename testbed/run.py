@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -81,7 +81,8 @@ def _mark(ok: bool) -> str:
     return "[green]pass[/green]" if ok else "[red]FAIL[/red]"
 
 
-def _fail_input(console: Console, lines: list[str]) -> None:
+def fail_input(console: Console, lines: list[str]) -> NoReturn:
+    """Bad input: each line as written (no markup, never wrapped), then exit 2."""
     for line in lines:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
@@ -145,20 +146,20 @@ def run(
         check_mode(mode)
         load = load_options(mode, store, target, api_key, locust_workers, port)
     except ValueError as e:
-        _fail_input(err, [str(e)])
+        fail_input(err, [str(e)])
     if seed is not None and not 0 <= seed < 2**63:
-        _fail_input(err, ["--seed: must be between 0 and 2^63-1"])
+        fail_input(err, ["--seed: must be between 0 and 2^63-1"])
     try:
         loaded = load_scenario(scenario)
         loaded = with_bugs(loaded, bug)
     except ScenarioError as e:
-        _fail_input(err, e.lines)
+        fail_input(err, e.lines)
     except ValueError as e:
-        _fail_input(err, [str(e)])
+        fail_input(err, [str(e)])
     if mode == "load":
         sim_only = sorted(set(loaded.scenario.bugs) - IN_REAL_PROCESSES)
         if sim_only:
-            _fail_input(
+            fail_input(
                 err,
                 [
                     f"--bug {sim_only[0]}: sim mode only (in load mode: "
@@ -170,7 +171,7 @@ def run(
     try:
         summary = run_scenario(mode, loaded, the_seed, run_dir, console, load)
     except ValueError as e:
-        _fail_input(err, [str(e)])
+        fail_input(err, [str(e)])
     for table in verdict_tables(summary):
         console.print(table)
     console.print(f"run directory: {run_dir} (report: {run_dir / 'report.html'})", soft_wrap=True)
@@ -220,7 +221,7 @@ def load_options(
 
 def _target_keys(loaded: LoadedScenario, options: LoadOptions) -> dict[str, str]:
     """tenant -> key for --target, one for every tenant of the scenario (names the flag)."""
-    from loadtest.system import tenant_ids
+    from scenarios.workload import tenant_ids
 
     keys: dict[str, str] = {}
     for value in options.keys:

@@ -105,37 +105,36 @@ def sweep(
     from scenarios.loader import ScenarioError, load_scenario
     from testbed.executors import check_scheduler, default_jobs
     from testbed.gate import parse_fraction
-    from testbed.run import check_mode
+    from testbed.run import check_mode, fail_input
     from testbed.sweep_grid import build_grid, size_path
 
     err, console = Console(stderr=True, emoji=False), Console()
-
-    def bad(line: str) -> None:
-        err.print(line, markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(2)
-
     try:
         check_mode(mode)
         loaded = load_scenario(scenario)
         varies, points = build_grid(loaded.scenario, vary)
         room = parse_fraction(headroom, "--headroom", 0.0, 0.9)
-        workers = default_jobs() if jobs is None else jobs
+        workers = (1 if mode == "load" else default_jobs()) if jobs is None else jobs
         if workers < 1:
             raise ValueError(f"--jobs: must be at least 1, got {workers}")
+        if mode == "load" and (workers > 1 or scheduler is not None):
+            flag = "--scheduler" if scheduler is not None else "--jobs"
+            raise ValueError(
+                f"{flag}: load points run one at a time on this machine (two at once would "
+                "share its cores and measure each other)"
+            )
         if scheduler is not None:
             check_scheduler(scheduler)
         if seed is not None and not 0 <= seed < 2**63:
             raise ValueError("--seed: must be between 0 and 2^63-1")
     except ScenarioError as e:
-        for line in e.lines[:-1]:
-            err.print(line, markup=False, highlight=False, soft_wrap=True)
-        bad(e.lines[-1])
+        fail_input(err, e.lines)
     except ValueError as e:
-        bad(str(e))
+        fail_input(err, [str(e)])
     the_seed = loaded.scenario.seed if seed is None else seed
     sweep_dir = out if out is not None else next_sweep_dir(RUNS, loaded.name, the_seed)
     if sweep_dir.exists() and not sweep_dir.is_dir():
-        bad(f"--out: {sweep_dir} exists and is not a directory")
+        fail_input(err, [f"--out: {sweep_dir} exists and is not a directory"])
     settings = {
         "scenario": loaded.name,
         "scenario_path": str(scenario),
@@ -161,7 +160,7 @@ def sweep(
     frame = points_frame(rows, [v.path for v in varies])
     frame.to_csv(sweep_dir / "points.csv", index=False)
     frame.to_parquet(sweep_dir / "points.parquet", index=False)
-    from reports.capacity import build_capacity_report
+    from reports.capacity_report import build_capacity_report
 
     report = build_capacity_report(sweep_dir)
     _print(json.loads((sweep_dir / "capacity.json").read_text()), console)

@@ -256,7 +256,15 @@ async def test_create_account_answers_201_with_location_and_zero_balances(gw: Ga
         "currency": "JPY",
         "overdraft": False,
         "holder_name": "Carol",
-        "balance": {"posted": 0, "pending": 0, "available": 0},
+        "balance": {
+            "posted": 0,
+            "pending": 0,
+            "available": 0,
+            "debits_posted": 0,
+            "debits_pending": 0,
+            "credits_posted": 0,
+            "credits_pending": 0,
+        },
     }
     assert r.json() == expected
     assert (await gw.client.get("/v1/accounts/carol", headers=ACME)).json() == expected
@@ -712,8 +720,15 @@ async def test_posted_payment_shows_posted_at_and_balances(gw: Gateway) -> None:
     assert payment["posted_at"] == gw.clock.t
     alice = (await gw.client.get("/v1/accounts/alice", headers=ACME)).json()
     bob = (await gw.client.get("/v1/accounts/bob", headers=ACME)).json()
-    assert alice["balance"] == {"posted": -1250, "pending": 0, "available": -1250}
-    assert bob["balance"] == {"posted": 1250, "pending": 0, "available": 1250}
+    zero = {"debits_pending": 0, "credits_pending": 0}
+    assert alice["balance"] == {
+        "posted": -1250, "pending": 0, "available": -1250,
+        "debits_posted": 1250, "credits_posted": 0, **zero,
+    }  # fmt: skip
+    assert bob["balance"] == {
+        "posted": 1250, "pending": 0, "available": 1250,
+        "debits_posted": 0, "credits_posted": 1250, **zero,
+    }  # fmt: skip
 
 
 # -- journal ------------------------------------------------------------------------------

@@ -10,16 +10,9 @@ import pytest
 import simpy
 
 from loadtest.attempts import Clients as LoadClients
-from loadtest.pacing import (
-    account_ids,
-    arrivals,
-    arrivals_seed,
-    expected_arrivals,
-    peak_rate,
-    retries_seed,
-    tenant_ids,
-)
+from loadtest.pacing import arrivals, arrivals_seed, retries_seed
 from scenarios.schema import Workload
+from scenarios.workload import account_ids, expected_arrivals, peak_rate, tenant_ids
 from sim.clients import Attempt as SimAttempt
 from sim.clients import Clients as SimClients
 from sim.rng import Streams

@@ -11,10 +11,11 @@ import httpx
 import pytest
 from traffic_harness import check_rows, scenario
 
-from loadtest.pacing import account_ids, arrivals, arrivals_seed
+from loadtest.pacing import arrivals, arrivals_seed
 from loadtest.traffic import run_traffic
 from reference_impl.runtime.launcher import ServeProcess
 from reports.record import to_arrow
+from scenarios.workload import account_ids
 
 KEYS = {"tenant-1": "key-one", "tenant-2": "key-two"}
 ACCOUNTS = 12

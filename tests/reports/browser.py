@@ -8,10 +8,12 @@ closed network would make it hang.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import select
+import signal
 import subprocess
 import tempfile
 import time
@@ -51,7 +53,10 @@ INSPECT = """
 class Browser:
     def __init__(self, binary: str, timeout: float = 60.0) -> None:
         self.timeout = timeout
-        self._profile = tempfile.TemporaryDirectory(prefix="testbed-chromium-")
+        # Chromium's helper processes may still write to the profile as it is removed.
+        self._profile = tempfile.TemporaryDirectory(
+            prefix="testbed-chromium-", ignore_cleanup_errors=True
+        )
         to_child, self._out = os.pipe()
         self._in, from_child = os.pipe()
         # The child's ends, moved above 9 so `3<&N 4>&M` cannot clobber one with the other;
@@ -67,6 +72,7 @@ class Browser:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             pass_fds=tuple(ends),
+            start_new_session=True,  # its own process group: close() ends the helpers too
         )
         for fd in ends:
             os.close(fd)
@@ -75,7 +81,8 @@ class Browser:
         self.events: list[dict[str, Any]] = []
 
     def close(self) -> None:
-        self.proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         os.close(self._out)
         os.close(self._in)

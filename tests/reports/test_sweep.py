@@ -129,15 +129,34 @@ def test_a_dask_cluster_gives_the_same_points_as_the_local_pool(
     assert (tmp_path / "dask" / "points.csv").read_bytes() == (local / "points.csv").read_bytes()
 
 
-def test_sweep_in_load_mode_fails_as_testbed_run_does(knee_sweep: tuple[Path, Path, str]):
+def test_a_load_sweep_runs_each_point_on_real_processes(tmp_path: Path):
+    scenario = yaml.safe_load(gateway_bound(tmp_path).read_text())
+    scenario.update(duration="2s", drain="20s")
+    scenario["workload"].update(accounts=20)
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(scenario))
+    done = sweep(str(path), "--vary", "workload.rate=10,20", "--mode", "load",
+                 "--out", str(tmp_path / "load"))  # fmt: skip
+    assert done.exit_code == 0, done.output
+    points = pd.read_csv(tmp_path / "load" / "points.csv")
+    assert list(points["workload.rate"]) == [10, 20]
+    assert list(points["audit_ok"]) == [True, True]
+    for run_dir in points["run_dir"]:
+        meta = json.loads((tmp_path / "load" / run_dir / "meta.json").read_text())
+        assert meta["mode"] == "load"
+
+
+@pytest.mark.parametrize("flags", [["--jobs", "2"], ["--scheduler", "tcp://127.0.0.1:8786"]])
+def test_a_load_sweep_refuses_parallel_points(knee_sweep: tuple[Path, Path, str], flags):
     scenario, _, _ = knee_sweep
-    swept = sweep(str(scenario), "--vary", "workload.rate=1,2", "--mode", "load")
-    ran = CliRunner().invoke(app, ["run", str(scenario), "--mode", "load"])
-    assert swept.exit_code == ran.exit_code == 2
-    assert swept.output == ran.output
-    assert swept.output.strip() == (
-        "--mode load: the load runtime is not available yet; use --mode sim"
+    done = sweep(str(scenario), "--vary", "workload.rate=1,2", "--mode", "load", *flags,
+                 "--out", str(scenario.parent / "never"))  # fmt: skip
+    assert done.exit_code == 2
+    assert done.output.strip() == (
+        f"{flags[0]}: load points run one at a time on this machine (two at once would "
+        "share its cores and measure each other)"
     )
+    assert not (scenario.parent / "never").exists()
 
 
 @pytest.mark.parametrize(

@@ -367,6 +367,7 @@ def tables_of(record: RunRecord) -> dict[str, pd.DataFrame]:
         "breaks",
         "faults",
         "nodes",
+        "partitions",
     )
     return {n: getattr(record, n) for n in names}
 

@@ -35,7 +35,7 @@ def test_same_seed_gives_byte_identical_record_and_another_seed_does_not(tmp_pat
     _run(scenario, 5, tmp_path / "b")
     _run(scenario, 6, tmp_path / "c")
     a, b, c = (_files(tmp_path / d) for d in "abc")
-    assert len(a) == 10
+    assert len(a) == 11
     assert a == b
     assert a["summary.json"] != c["summary.json"]
     assert a["requests.parquet"] != c["requests.parquet"]
@@ -60,7 +60,10 @@ def test_littles_law_holds_on_every_node_of_the_quickstart():
     # arrival and departure. The node's exact time integral would equal lambda * W by
     # construction; the samples only do if the sampler and the export report what happened.
     # Sampling error is a few percent over all nodes, more on a lightly loaded one (the seed is
-    # fixed, so the numbers are too).
+    # fixed, so the numbers are too). The settlement node is left out: its work is its timers'
+    # (cut-off, statement polls), periodic and in step with the sampler's period, so instants
+    # sampled on the period see a biased state (the "arrivals see time averages" property needs
+    # random arrivals, not a clock).
     scenario = load_scenario(QUICKSTART).scenario
     result = simulate(scenario, 3)
     nodes = export.tables(result)["nodes"]
@@ -68,7 +71,7 @@ def test_littles_law_holds_on_every_node_of_the_quickstart():
     sampled_total = little_total = 0.0
     checked = 0
     for node in result.system.nodes:
-        if node.completions < 50:
+        if node.completions < 50 or node.kind == "settlement":
             continue
         rows = nodes[nodes["node"] == node.name]
         sampled = float((rows["queue_length"] + rows["busy_workers"]).mean())
