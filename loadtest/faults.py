@@ -77,10 +77,6 @@ class Links:
         links = {"clients<->gateway": self.clients, "services<->ledger": self.database}
         return {name: link for name, link in links.items() if link is not None}
 
-    def stop(self) -> None:
-        for link in self.named().values():
-            link.stop()
-
 
 def links_needed(windows: list[Window], postgres: bool) -> tuple[bool, bool]:
     """Whether the run needs a proxy on the clients' link, and on the database link."""
