@@ -338,6 +338,7 @@ class PostgresUnitOfWork(UnitOfWork):
         self._store = store
         self._conn: Connection | None = None
         self._pipeline = ExitStack()
+        self._pipe: psycopg.Pipeline | None = None
         self._done = False
 
     def _cursor(self) -> psycopg.Cursor[tuple[Any, ...]]:
@@ -346,7 +347,7 @@ class PostgresUnitOfWork(UnitOfWork):
                 raise RuntimeError("unit of work already finished")
             conn = self._store._pool.acquire()
             try:
-                self._pipeline.enter_context(conn.pipeline())
+                self._pipe = self._pipeline.enter_context(conn.pipeline())
             except BaseException:
                 self._store._pool.release(conn)
                 raise
@@ -354,8 +355,15 @@ class PostgresUnitOfWork(UnitOfWork):
         return self._conn.cursor()
 
     def _query(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        # A read ends with a Sync, not only a flush: the server arms its idle-in-transaction
+        # timeout only once a Sync has been answered. Without it, a client stopped between
+        # statements (SIGSTOP, a frozen VM) holds its locks (a group's lock, fenced claims) for
+        # as long as it is stopped, and every other member's heartbeat waits behind them.
         with _mapped_errors(self._store._shown):
-            return self._cursor().execute(query, params).fetchall()
+            cur = self._cursor().execute(query, params)
+            assert self._pipe is not None
+            self._pipe.sync()
+            return cur.fetchall()
 
     def _send(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         """Queue writes in the pipeline: they travel with the next read or the COMMIT."""

@@ -42,6 +42,20 @@ def wait_for(predicate: object, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
+def sessions(store_url: str) -> str:
+    """The database's sessions in a transaction, with what each waits on: why a claim did not
+    move, when one does not."""
+    import psycopg
+
+    with psycopg.connect(store_url.split("?")[0], autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid, state, wait_event_type, wait_event, pg_blocking_pids(pid),"
+            " now() - xact_start, left(query, 80) FROM pg_stat_activity"
+            " WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return "\n".join(map(str, rows))
+
+
 def posted(url: str) -> int:
     import httpx
 
@@ -76,11 +90,14 @@ def test_a_worker_paused_past_its_lease_is_fenced_and_nothing_applies_twice(
             os.kill(paused, signal.SIGSTOP)
             try:
                 # The other member takes every partition over once the lease runs out ...
-                wait_for(
-                    lambda: len({c.member for c in claims(postgres_url)}) == 1,
-                    10 * LEASE_S,
-                    "the partitions to move",
-                )
+                try:
+                    wait_for(
+                        lambda: len({c.member for c in claims(postgres_url)}) == 1,
+                        10 * LEASE_S,
+                        "the partitions to move",
+                    )
+                except AssertionError as e:
+                    raise AssertionError(f"{e}; sessions:\n{sessions(postgres_url)}") from None
                 after = {c.partition: c for c in claims(postgres_url)}
                 [survivor] = {c.member for c in after.values()}
                 moved = [p for p, c in before.items() if c.member != survivor]
