@@ -106,3 +106,13 @@ def generator_verdict(
     if unsent:
         reasons.append(f"{unsent} attempts were never sent before the run ended")
     return bool(reasons), "; ".join(reasons)
+
+
+def mean_rates(rates: pd.DataFrame, duration: float) -> tuple[float, float]:
+    """(achieved, target) per second over the arrival window: first attempts sent in the
+    `duration` seconds after the traffic's start, and the profile's expected arrivals, each over
+    `duration`. A generator that falls behind sends its backlog after the window: not counted."""
+    if duration <= 0 or rates.empty:
+        return 0.0, 0.0
+    inside = rates[rates["second"] < duration]
+    return float(inside["achieved"].sum()) / duration, float(inside["target"].sum()) / duration

@@ -27,7 +27,7 @@ from reference_impl.core.ledger import Account
 from reference_impl.core.payments import Payment, PaymentStatus
 from reference_impl.core.settlement import Break, BreakKind, SettlementBatch, SettlementItem
 from reference_impl.service.payments import PAYMENT
-from reference_impl.service.ports import UnitOfWork
+from reference_impl.service.ports import LoggedEvent, UnitOfWork
 from reference_impl.service.settlement import BATCH, BREAK, ITEM
 
 PAGE = 1000
@@ -40,6 +40,13 @@ def _records(uow: UnitOfWork, kind: str, tenant: str) -> Iterator[tuple[str, str
         after = page[-1][0]
 
 
+def _events(uow: UnitOfWork, topic: str, partition: int) -> Iterator[LoggedEvent]:
+    after = 0
+    while page := uow.read_events(topic, partition, after, PAGE):
+        yield from page
+        after = page[-1].offset
+
+
 def _journal(uow: UnitOfWork, tenant: str) -> Iterator[JournalEntry]:
     after = 0
     while page := uow.read_journal(tenant, after, PAGE):
@@ -48,9 +55,10 @@ def _journal(uow: UnitOfWork, tenant: str) -> Iterator[JournalEntry]:
 
 
 def from_store(
-    store_url: str, tenants: Sequence[str], partners: Sequence[str]
+    store_url: str, tenants: Sequence[str], partners: Sequence[str], partitions: int = 8
 ) -> dict[str, pd.DataFrame]:
-    """The ledger, payment and settlement tables of the reference system's store."""
+    """The ledger, payment and settlement tables of the reference system's store, and the
+    checks' decisions from its event log (an empty table with the checks off)."""
     store = open_store(store_url)
     try:
         with store.unit_of_work() as uow:
@@ -72,6 +80,12 @@ def from_store(
             breaks = [
                 Break.from_json(text) for t in [*tenants, ""] for _, text in _records(uow, BREAK, t)
             ]
+            decided = [
+                e
+                for topic in rt.DECISION_TOPICS
+                for p in range(partitions)
+                for e in _events(uow, topic, p)
+            ]
         issued = [st for p in partners for st in StoreBook(store, p).feed(0)]
     finally:
         store.close()
@@ -82,6 +96,7 @@ def from_store(
         "settlements": rt.settlements(batches),
         "statements": rt.statements(issued, items),
         "breaks": rt.breaks(breaks),
+        "decisions": rt.decisions(decided),
     }
 
 

@@ -4,46 +4,79 @@ The same fault list the sim takes (timed windows, background Poisson windows, a 
 the seed) is laid out as windows relative to the traffic's start, and a thread opens and
 closes them. What a window does to real processes:
 
-- `crash` of `payments-N`, `settlement`, `projector`: SIGKILL, started again after `duration`;
-  of `gateway-N`: SIGKILL of the N-th uvicorn worker process (uvicorn starts a new one at once;
-  with one replica, the gateway process, started again after `duration`); of `ledger` on
+- `crash` of `payments-N`, `settlement`, `projector`, the checks' `sanctions-N`, `aml-N`,
+  `fraud-N`: SIGKILL, started again after `duration`; of `gateway-N`: SIGKILL of the N-th
+  uvicorn worker process (uvicorn starts a new one at once; with one replica, the gateway
+  process, started again after `duration`); of `ledger` on
   PostgreSQL: every connection of the run ended (pg_terminate_backend), again and again for
-  `duration`: the database is gone for the system, and comes back.
+  `duration`: the database is gone for the system, and comes back; on SQLite, which has no
+  server (the store is embedded in every process that opens it), SIGKILL of every process that
+  writes the store, together (gateway and its workers, payments, settlement, projector, checks),
+  mid-transaction, started again after `duration`: the next to open the file recovers it.
 - `pause` of the same processes: SIGSTOP, SIGCONT after `duration` (past the lease, a consumer
   wakes fenced).
 - `rebalance` of a group: every claim revoked through the store's coordinator.
+- `redis`: the run's redis-server (a shared rate limit's) SIGKILLed and started again, empty,
+  after `duration`; the gateway fails closed meanwhile (503).
+- `provider`: the stub screening provider's latency and error rate set through its /control
+  for the window, then set back to the scenario's `checks.provider`.
 - `latency`, `loss` and `partition`, through the proxies (loadtest/proxy.py) a run that has them
-  puts in front of the clients' link to the gateway and, on PostgreSQL, the services' link to
-  the database: `latency` on both links (the processes share one machine, so a window's zones
-  name no particular link), `loss` on the clients' link (what the sim's loss acts on), a
-  `partition` on the link its endpoints name (`clients` and `gateway`, or `ledger` and anything)
-  or, without endpoints, on one of them drawn from the seed.
+  puts in front of the clients' link to the gateway and, on PostgreSQL, in front of each service
+  process's own link to the database (`gateway<->ledger`, shared by the gateway's worker
+  processes, `payments-1<->ledger`, `settlement<->ledger`, `projector<->ledger`,
+  `sanctions-1<->ledger`, ...): `latency` on every link (the processes share one machine, so a
+  window's zones name no particular link), `loss` on the clients' link (what the sim's loss acts
+  on), a `partition` on the link its endpoints name: `clients` and `gateway`; `ledger` and a
+  process (that process's link only, so it alone cannot reach the store: a consumer's lease
+  expires and its partitions move); `ledger` and `services` or a name that is no process (every
+  service's link); without endpoints, `clients<->gateway` or `services<->ledger` drawn from the
+  seed.
+
+No network namespaces are needed to cut one process off: the links that exist between the
+reference system's parts are all proxied. Its processes talk to each other only through the
+store, and clients only to the gateway, so there is no link between two processes to cut: a
+partition between them (`[payments-1, settlement]`) is not applied, and says so.
 
 Everything else cannot be applied here and is listed in the faults table and the verdict as
-*not applied*, with the reason (zones and single processes cannot be cut apart on one machine
-without root and network namespaces; the bank partner runs inside the settlement worker; ...),
-never silently dropped.
+*not applied*, with the reason (zones share one machine; two processes share no link; the bank
+partner runs inside the settlement worker; ...), never silently dropped.
 """
 
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
+import httpx
 import psutil
 
 from loadtest.proxy import DOWN, UP, LinkProxy
 from loadtest.system import ReferenceSystem
 from reference_impl.adapters import open_store
 from reference_impl.service import groups as coordinator
-from scenarios.fault_specs import Crash, Fault, Latency, Loss, Partition, Pause, Rebalance
+from reference_impl.service.checks import CHECKS
+from scenarios.fault_specs import (
+    Crash,
+    Fault,
+    Latency,
+    Loss,
+    Partition,
+    Pause,
+    ProviderTrouble,
+    Rebalance,
+    RedisDown,
+)
 from scenarios.schema import Scenario
 from sim.swarm import swarm_faults
 
 CONSUMERS = ("settlement", "projector")
+CLIENTS_LINK = "clients<->gateway"
+SERVICES_LINK = "services<->ledger"
+"""Every service process's link to the database, together."""
 LEDGER_DOWN_EVERY_S = 0.1
 
 Undo = Callable[[], str]
@@ -66,20 +99,22 @@ class FaultRow:
 
 @dataclass(frozen=True, slots=True)
 class Links:
-    """The proxied links of a run (None: not proxied)."""
+    """The proxied links of a run (None, or no entry: not proxied)."""
 
     clients: LinkProxy | None = None
     """The generator -> gateway link."""
-    database: LinkProxy | None = None
-    """The services -> PostgreSQL link."""
+    database: dict[str, LinkProxy] = field(default_factory=dict)
+    """Each service process's own link to PostgreSQL, by process name (`gateway`: the
+    gateway's, which its worker processes share)."""
 
     def named(self) -> dict[str, LinkProxy]:
-        links = {"clients<->gateway": self.clients, "services<->ledger": self.database}
-        return {name: link for name, link in links.items() if link is not None}
+        links = {"clients<->gateway": self.clients} if self.clients is not None else {}
+        return {**links, **{_ledger_link(n): link for n, link in self.database.items()}}
 
 
 def links_needed(windows: list[Window], postgres: bool) -> tuple[bool, bool]:
-    """Whether the run needs a proxy on the clients' link, and on the database link."""
+    """Whether the run needs a proxy on the clients' link, and on the services' links to the
+    database (every service process's, when any)."""
     clients = database = False
     for window in windows:
         fault = window.fault
@@ -88,8 +123,8 @@ def links_needed(windows: list[Window], postgres: bool) -> tuple[bool, bool]:
         elif isinstance(fault, Latency | Partition):
             between = fault.between if isinstance(fault, Partition) else None
             name = _link_between(*between)[0] if between else None  # None: any link
-            clients |= name in (None, "clients<->gateway")
-            database |= postgres and name in (None, "services<->ledger")
+            clients |= name in (None, CLIENTS_LINK)
+            database |= postgres and (name is None or name.endswith("<->ledger"))
     return clients, database
 
 
@@ -208,6 +243,10 @@ class LoadFaults:
             return self._loss(fault)
         if isinstance(fault, Partition):
             return self._partition(fault)
+        if isinstance(fault, ProviderTrouble):
+            return self._provider(fault)
+        if isinstance(fault, RedisDown):
+            return self._redis()
         return (
             _target(fault),
             f"not applied: {_WHY_NOT.get(fault.kind, 'no real equivalent')}",
@@ -248,12 +287,32 @@ class LoadFaults:
 
         return target, "SIGSTOP", resume
 
+    def _redis(self) -> tuple[str, str, Undo]:
+        """SIGKILL the run's redis-server; the supervisor starts it again (empty) after."""
+        if "redis" not in self.system.processes:
+            return "redis", "not applied: this run has no redis-server", _nothing
+        return self._process("redis", "redis", Crash(kind="crash", node="redis"))
+
+    def _provider(self, fault: ProviderTrouble) -> tuple[str, str, Undo]:
+        """The stub provider slows down or fails for the window, through its /control."""
+        url, configured = self.system.provider_url, self.system.scenario.checks.provider
+        assert url is not None and configured is not None
+        trouble = {"latency": fault.latency, "error_rate": fault.error_rate}
+        httpx.post(f"{url}/control", json=trouble, timeout=5.0).raise_for_status()
+
+        def back() -> str:
+            again = {"latency": configured.latency, "error_rate": configured.error_rate}
+            httpx.post(f"{url}/control", json=again, timeout=5.0).raise_for_status()
+            return "provider as configured again"
+
+        return "provider", f"latency {fault.latency:g}s, error rate {fault.error_rate:g}", back
+
     def _targets(self) -> list[str]:
-        names = [n for n in self.system.processes if n != "gateway"]
+        # Not the stub provider: it stands for a vendor's service, which the sim does not crash.
+        # Nor redis: the `redis` fault is how a scenario takes it down.
+        names = [n for n in self.system.processes if n not in ("gateway", "provider", "redis")]
         names += [f"gateway-{i + 1}" for i in range(len(self.system.gateway_workers()))]
-        if self.store_url.startswith("postgres"):
-            names.append("ledger")
-        return names
+        return [*names, "ledger"]
 
     def _gateway(self, name: str, fault: Crash | Pause) -> tuple[str, str, Undo]:
         if self.system.scenario.topology.gateway.replicas == 1 and name == "gateway-1":
@@ -282,7 +341,7 @@ class LoadFaults:
 
         url = self.store_url
         if not url.startswith("postgres"):
-            return name, "not applied: the SQLite store is embedded in every process", _nothing
+            return self._writers_down(name)
         app = _application_name(url)
         ended = {"n": 0}
         down = threading.Event()
@@ -308,6 +367,21 @@ class LoadFaults:
 
         return name, "the run's database connections ended", back
 
+    def _writers_down(self, name: str) -> tuple[str, str, Undo]:
+        """An embedded SQLite store crashes with the processes that hold it open: every writer
+        SIGKILLed at once, each started again after the window (as a `crash` of one is)."""
+        system = self.system
+        writers = system.store_writers()
+        pids = system.kill_all(writers)
+
+        def restart() -> str:
+            for writer in writers:
+                system.release(writer)
+            return "started again"
+
+        detail = f"SIGKILL of every store writer ({', '.join(writers)}: {len(pids)} processes)"
+        return name, detail, restart
+
     def _rebalance(self, fault: Rebalance) -> tuple[str, str, Undo]:
         group: str = fault.group or self.rng.choice(["payments", "reporting", "settlement"])
         store = open_store(self.store_url)
@@ -332,9 +406,18 @@ class LoadFaults:
             return ""
 
         detail = f"+{fault.extra * 1000:g}ms each way"
+        if self.links.database:
+            detail += f" (services<->ledger: {len(self.links.database)} links, one per process)"
         if fault.zones:
             detail += " (on every proxied link: the zones share one machine)"
-        return ", ".join(links), detail, back
+        return ", ".join(self._shown(list(links))), detail, back
+
+    def _shown(self, names: list[str]) -> list[str]:
+        """Link names, every service's link to the ledger together as `services<->ledger`."""
+        every = {_ledger_link(n) for n in self.links.database}
+        if not every or not every <= set(names):
+            return names
+        return [n for n in names if n not in every] + [SERVICES_LINK]
 
     def _loss(self, fault: Loss) -> tuple[str, str, Undo]:
         link = self.links.clients
@@ -352,47 +435,103 @@ class LoadFaults:
     def _partition(self, fault: Partition) -> tuple[str, str, Undo]:
         links = self.links.named()
         if fault.between is None:
-            if not links:
+            # One of the run's two kinds of link, drawn from the seed: the clients' link, or
+            # every service's link to the database.
+            drawn = [CLIENTS_LINK] if self.links.clients is not None else []
+            drawn += [SERVICES_LINK] if self.links.database else []
+            if not drawn:
                 return _target(fault), "not applied: no link of this run is proxied", _nothing
-            name = self.rng.choice(sorted(links))
+            name = self.rng.choice(drawn)
             first = name.split("<->")[0]
         else:
             name, first = _link_between(*fault.between)
-            if name not in links:
-                why = (
-                    "a partition in a load run cuts clients<->gateway or services<->ledger (on "
-                    "PostgreSQL); zones and single processes share one machine"
-                    if not name
-                    else f"{name} is not proxied in this run"
-                )
-                return _target(fault), f"not applied: {why}", _nothing
-        link = links[name]
+        cut, why = self._cuts(name, fault.between or ("", ""))
+        if not cut:
+            return _target(fault), f"not applied: {why}", _nothing
         # `one_way` cuts first -> second: toward the upstream when the first is the client side.
-        upstream_first = first in ("clients", "services")
+        upstream_first = first not in ("gateway", "ledger")
         directions = [UP if upstream_first else DOWN] if fault.one_way else [UP, DOWN]
-        held = link.counters.held
-        for direction in directions:
-            link.hold(direction)
+        held = sum(links[n].counters.held for n in cut)
+        for link_name in cut:
+            for direction in directions:
+                links[link_name].hold(direction)
 
         def heal() -> str:
-            for direction in directions:
-                link.release(direction)
-            return f"{link.counters.held - held} chunks held until it healed"
+            # Answers first: released after the requests, an answer to a request let through
+            # could still be held on its way back, and counted.
+            for link_name in cut:
+                for direction in reversed(directions):
+                    links[link_name].release(direction)
+            now = sum(links[n].counters.held for n in cut)
+            return f"{now - held} chunks held until it healed"
 
         arrow = "->" if fault.one_way else "<->"
         a, b = name.split("<->")
         shown = f"{a}{arrow}{b}" if upstream_first else f"{b}{arrow}{a}"
-        return shown, "one-way" if fault.one_way else "symmetric", heal
+        detail = "one-way" if fault.one_way else "symmetric"
+        if name == SERVICES_LINK:
+            detail += f" ({len(cut)} links, one per process)"
+        elif name == _ledger_link("gateway") and self.system.scenario.topology.gateway.replicas > 1:
+            detail += " (the gateway's worker processes share one link)"
+        return shown, detail, heal
+
+    def _cuts(self, name: str, between: Sequence[str]) -> tuple[list[str], str]:
+        """The proxied links a partition of link `name` cuts, or none and why."""
+        links = self.links.named()
+        if name == SERVICES_LINK:
+            every = [_ledger_link(n) for n in self.links.database]
+            return every, "" if every else f"{SERVICES_LINK} is not proxied in this run"
+        if name in links:
+            return [name], ""
+        if name.endswith("<->ledger"):
+            if not self.links.database:
+                return [], f"{SERVICES_LINK} is not proxied in this run"
+            return [], f"no process {name.removesuffix('<->ledger')!r} in this run"
+        if name:
+            return [], f"{name} is not proxied in this run"
+        if "ledger" not in between and all(_is_node(e) or e == "clients" for e in between):
+            a, b = between
+            return [], (
+                f"there is no link between {a} and {b} to cut: the reference system's processes"
+                " talk to each other only through the store (and clients only to the gateway);"
+                f" cut one of them from ledger instead (between: [{a}, ledger])"
+            )
+        return [], (
+            "a partition in a load run cuts clients<->gateway or a service process's link to"
+            " ledger (on PostgreSQL); zones share one machine"
+        )
 
 
 def _link_between(a: str, b: str) -> tuple[str, str]:
-    """The proxied link two partition endpoints name, and which of its ends is `a`."""
+    """The proxied link two partition endpoints name ("" for none), and which of its ends is
+    `a`: `clients` and the gateway (or one of its workers), or `ledger` and a service process
+    (`services`, or a name that is no process, such as a zone: every service's link)."""
     ends = {a, b}
     if "clients" in ends and ({"gateway"} | {e for e in ends if e.startswith("gateway-")}) & ends:
-        return "clients<->gateway", "clients" if a == "clients" else "gateway"
+        return CLIENTS_LINK, "clients" if a == "clients" else "gateway"
     if "ledger" in ends and "clients" not in ends:
-        return "services<->ledger", "ledger" if a == "ledger" else "services"
+        other = b if a == "ledger" else a
+        first = "ledger" if a == "ledger" else "services"
+        if other.startswith("gateway-") or other == "gateway":
+            return _ledger_link("gateway"), first
+        if other != "ledger" and _is_node(other):
+            return _ledger_link(other), first
+        return SERVICES_LINK, first
     return "", ""
+
+
+def _ledger_link(process: str) -> str:
+    return f"{process}<->ledger"
+
+
+_NODE = re.compile(
+    rf"^({'|'.join(('gateway', 'payments', *CHECKS))})-\d+$|^(gateway|settlement|projector)$"
+)
+
+
+def _is_node(name: str) -> bool:
+    """Whether `name` is a node of the reference system as the scenario and the sim name them."""
+    return bool(_NODE.match(name))
 
 
 def _nothing() -> str:

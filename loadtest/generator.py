@@ -12,12 +12,13 @@ machines with `worker`), and coordinates them with Locust's custom messages:
     master -> worker   traffic_plan {plan, process}   its share: process i of plan.workers
     worker -> master   traffic_ready                  its pacer is set up
     master -> worker   traffic_go {start_at}          once every user is spawned
-    worker -> master   traffic_result {...}           its rows (Arrow IPC), encoded HDR
+    worker -> master   traffic_result {...}           its rows and labels (Arrow IPC), encoded HDR
                                                       histograms, samples, counters and its last
                                                       Locust statistics
 
 A LocalRunner delivers the same `traffic_result` message in-process, so both modes share the
 code. Once every result is in, `run` writes DIR/rows.parquet (the requests table),
+DIR/labels.parquet (the injected fraud's keys, the run record's labels table),
 DIR/histograms.json (the merged histograms, encoded) and DIR/generator.json, and prints
 `start_at T` (the wall-clock traffic start) on stdout as soon as it is chosen.
 """
@@ -71,12 +72,10 @@ def _environment(host: str | None = None) -> Environment:
 def result_payload(name: str, pacer: Pacer, runner: Runner) -> dict[str, Any]:
     """One generator process's result, as a message body."""
     rec = pacer.recorder.close(pacer.offset, pacer.closed_at)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, rec.table.schema) as writer:
-        writer.write_table(rec.table)
     payload: dict[str, Any] = {
         "process": name,
-        "rows": sink.getvalue().to_pybytes(),
+        "rows": _ipc(rec.table),
+        "labels": _ipc(rec.labels),
         "histograms": {n: encode(rec.histograms[n]) for n in HISTOGRAMS},
         "samples": [list(s) for s in pacer.samples],
         "counters": {
@@ -96,6 +95,14 @@ def result_payload(name: str, pacer: Pacer, runner: Runner) -> dict[str, Any]:
         fire(client_id=runner.client_id, data=report)  # type: ignore[no-untyped-call]
         payload["locust"] = report
     return payload
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    data: bytes = sink.getvalue().to_pybytes()
+    return data
 
 
 class Results:
@@ -123,6 +130,8 @@ def write_outputs(out: Path, results: Results, start_at: float, env: Environment
         [("sent_at", "ascending"), ("key", "ascending"), ("attempt", "ascending")]
     )
     pq.write_table(rows, out / "rows.parquet")
+    labels = pa.concat_tables([pa.ipc.open_stream(r["labels"]).read_all() for r in found])
+    pq.write_table(labels.sort_by([("key", "ascending")]), out / "labels.parquet")
     merged = {n: encode(merge(r["histograms"][n] for r in found)) for n in HISTOGRAMS}
     (out / "histograms.json").write_text(json.dumps(merged, indent=1))
     total = env.stats.total

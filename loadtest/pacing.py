@@ -14,10 +14,14 @@ Pure (stdlib only): the Locust side runs it in each generator process, tests run
 
 from __future__ import annotations
 
+import heapq
+import json
 import random
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from scenarios.fraud import fraud_schedule, request_names
 from scenarios.schema import Workload
 from scenarios.workload import (
     ZipfAccounts,
@@ -41,6 +45,11 @@ def retries_seed(seed: int, process: int, processes: int) -> str:
     return f"{seed}/retries" if processes == 1 else f"{seed}/retries/{process}-of-{processes}"
 
 
+def fraud_seed(seed: int) -> str:
+    """The seed of the fraud schedule: the sim's "fraud" stream, the same in every process."""
+    return f"{seed}/fraud"
+
+
 @dataclass(frozen=True, slots=True)
 class Arrival:
     """One payment a client decides to make: at `at` schedule seconds from the traffic start."""
@@ -53,6 +62,12 @@ class Arrival:
     currency: str
     duplicate: bool
     """A double submit: the same key and body sent twice at the same moment."""
+    debtor_name: str = ""
+    creditor_name: str = ""
+    """The names the request gives ("": none, the accounts' holder names apply)."""
+    pattern: str = ""
+    """The fraud pattern of an injected payment ("": legitimate), and its incident."""
+    case: str = ""
 
 
 def arrivals(
@@ -63,6 +78,7 @@ def arrivals(
     accounts = account_ids(workload.accounts)
     zipf = ZipfAccounts(workload.accounts, workload.zipf)
     duplicates = workload.client.duplicate_probability
+    names = workload.fraud is not None and workload.fraud.names
     now = 0.0
     for start, end, rate in rate_segments(workload, duration):
         if now < start:
@@ -79,7 +95,63 @@ def arrivals(
             debtor, creditor = zipf.pair(rng)
             amount = draw_amount(workload.amount, rng)
             duplicate = bool(duplicates) and rng.random() < duplicates
+            debtor_id, creditor_id = accounts[debtor], accounts[creditor]
+            debtor_name, creditor_name = (
+                request_names(workload, tenant, debtor_id, creditor_id) if names else ("", "")
+            )
             yield Arrival(
-                now, tenant, accounts[debtor], accounts[creditor], amount, workload.currency,
-                duplicate,
+                now, tenant, debtor_id, creditor_id, amount, workload.currency, duplicate,
+                debtor_name, creditor_name,
             )  # fmt: skip
+
+
+def fraud_arrivals(
+    workload: Workload, duration: float, seed: int, process: int = 0, processes: int = 1
+) -> list[Arrival]:
+    """The fraud schedule as arrivals: the sim's, drawn from its "fraud" stream. Of several
+    generator processes each sends whole incidents, those whose case id hashes to it."""
+    mine = [
+        p
+        for p in fraud_schedule(workload, duration, random.Random(fraud_seed(seed)))
+        if zlib.crc32(p.case.encode()) % processes == process
+    ]
+    out = []
+    for p in mine:
+        debtor_name, _ = request_names(workload, p.tenant, p.debtor, p.creditor)
+        arrival = Arrival(
+            p.at, p.tenant, p.debtor, p.creditor, p.amount, workload.currency, False,
+            debtor_name, p.creditor_name, p.pattern, p.case,
+        )  # fmt: skip
+        out.append(arrival)
+    return out
+
+
+def schedule(
+    workload: Workload, duration: float, seed: int, process: int = 0, processes: int = 1
+) -> Iterator[Arrival]:
+    """One generator process's whole schedule in time order: its share of the legitimate
+    arrivals and of the fraud (a fraud payment after a legitimate one at the same instant, as
+    the sim's processes run)."""
+    legit = arrivals(
+        workload, duration, random.Random(arrivals_seed(seed, process, processes)),
+        share=1.0 / processes,
+    )  # fmt: skip
+    if workload.fraud is None:
+        return legit
+    fraud = fraud_arrivals(workload, duration, seed, process, processes)
+    return heapq.merge(legit, fraud, key=lambda a: a.at)
+
+
+def request_body(arrival: Arrival) -> bytes:
+    """The POST /v1/payments body a client sends for `arrival` (docs/api.md)."""
+    # Ids and currency are the schedule's own (`acc-NNNNNN`, ISO 4217): nothing to escape.
+    # Names may hold anything (a transliteration, a quote): json writes them.
+    names = ""
+    if arrival.debtor_name:
+        names += f',"debtor_name":{json.dumps(arrival.debtor_name)}'
+    if arrival.creditor_name:
+        names += f',"creditor_name":{json.dumps(arrival.creditor_name)}'
+    return (
+        f'{{"debtor_account":"{arrival.debtor}","creditor_account":"{arrival.creditor}",'
+        f'"amount":{arrival.amount},"currency":"{arrival.currency}"{names}}}'
+    ).encode()

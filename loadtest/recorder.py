@@ -24,7 +24,8 @@ from hdrh.histogram import HdrHistogram
 
 from loadtest.attempts import Attempt
 from loadtest.histogram import new_histogram, record_seconds
-from reports.record import SCHEMAS
+from loadtest.pacing import Arrival
+from reports.record import OPTIONAL_SCHEMAS, SCHEMAS
 
 HISTOGRAMS = ("latency", "service", "send_lag")
 
@@ -34,6 +35,8 @@ class Recorded:
     """A closed record: the requests table, the histograms and the late-send counts."""
 
     table: pa.Table
+    labels: pa.Table
+    """The run record's labels table: the injected fraud's keys."""
     histograms: dict[str, HdrHistogram]
     sent: int
     unsent: int
@@ -56,6 +59,11 @@ class Recorder:
         self.payment_id: list[str] = []
         self.outcome: list[str] = []
         self.waited: list[bool] = []
+        self.labels: list[tuple[str, str, str, str]] = []
+
+    def label(self, key: str, arrival: Arrival) -> None:
+        """The request `key` is an injected fraud payment."""
+        self.labels.append((key, arrival.tenant, arrival.pattern, arrival.case))
 
     def record(self, a: Attempt) -> None:
         """Add the finished attempt `a` (sent NaN: never sent; done NaN: never answered)."""
@@ -102,7 +110,12 @@ class Recorder:
         table = pa.Table.from_arrays(
             [pa.array(columns[f.name], type=f.type) for f in schema], schema=schema
         )
+        labels = OPTIONAL_SCHEMAS["labels"]
+        labelled = pa.Table.from_arrays(
+            [pa.array([row[i] for row in self.labels], type=pa.string()) for i in range(4)],
+            schema=labels,
+        )
         return Recorded(
-            table, histograms, int(was_sent.sum()), int((~was_sent).sum()),
+            table, labelled, histograms, int(was_sent.sum()), int((~was_sent).sum()),
             int((late & ~waited).sum()), int((late & waited).sum()),
         )  # fmt: skip

@@ -4,8 +4,9 @@ Against the reference system (the default): start its processes from the topolog
 (loadtest/system.py), open and fund the accounts and send the traffic through the HTTP API
 (loadtest/traffic.py), apply the scenario's faults to the processes on the wall clock
 (loadtest/faults.py), sample the processes and the consumer groups (loadtest/samples.py), drain
-until every accepted payment is terminal or the scenario's drain runs out, then read the record's
-tables from the store (loadtest/export.py) and stop everything, whatever happened.
+until every accepted payment is terminal (or held for review) or the scenario's drain runs out,
+then read the record's tables from the store (loadtest/export.py) and stop everything, whatever
+happened.
 
 Against someone else's system (`target`): the same traffic through its API, no process faults
 (every fault is listed as not applied), the drain watched and the tables read through its API.
@@ -18,8 +19,10 @@ propagates.
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import random
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -32,16 +35,20 @@ import httpx
 import pandas as pd
 
 from loadtest import export
+from loadtest.bottleneck import mean_rates
 from loadtest.faults import FaultRow, Links, LoadFaults, Window, links_needed, plan
 from loadtest.proxy import LinkProxy
 from loadtest.samples import Sampler, Samples
 from loadtest.system import ReferenceSystem, run_store_url
+from loadtest.topology import not_modelled
 from loadtest.traffic import TrafficResult, run_traffic
 from reference_impl.adapters import open_store, redact_url
 from reference_impl.adapters.record_tables import frame
-from reference_impl.core.payments import TERMINAL, Payment
+from reference_impl.core.payments import AT_REST, Payment
 from reference_impl.service.payments import PAYMENT
 from reference_impl.service.settlement import SettlementConfig
+from reference_impl.timings import TIMINGS_FILE, collect
+from reports.capacity import cpu_seconds
 from scenarios.schema import Scenario
 from scenarios.workload import account_ids, tenant_ids
 
@@ -81,14 +88,18 @@ def run_load(
     windows = plan(scenario, seed)
     proxy_clients, proxy_database = links_needed(windows, url.startswith("postgres"))
     with contextlib.ExitStack() as stack:
-        database = None
+        # Each service process gets a link of its own to the database (a proxy on a port of its
+        # own), so that a partition can cut one process from the ledger and leave the others.
+        database: dict[str, LinkProxy] = {}
         if proxy_database:
-            database = stack.enter_context(
-                LinkProxy("database", _host_port(url), random.Random(f"{seed}/database"))
-            )
-        services_url = url if database is None else _via(url, database.port)
-        system = ReferenceSystem(scenario, run_dir, services_url, tuple(scenario.bugs),
-                                 port=port or 0)  # fmt: skip
+            for process in ReferenceSystem.store_users(scenario):
+                database[process] = stack.enter_context(
+                    LinkProxy(f"{process}<->ledger", _host_port(url),
+                              random.Random(f"{seed}/database/{process}"))
+                )  # fmt: skip
+        own = {name: _via(url, link.port) for name, link in database.items()}
+        system = ReferenceSystem(scenario, run_dir, url, tuple(scenario.bugs), port=port or 0,
+                                 store_urls=own)  # fmt: skip
         stack.enter_context(system)
         clients = None
         if proxy_clients:
@@ -103,7 +114,7 @@ def run_load(
             traffic = _traffic(
                 scenario, system.url if clients is None else f"http://127.0.0.1:{clients.port}",
                 system.api_keys, t0, seed, run_dir, locust_workers,
-                faults.start, system.supervise, progress,
+                faults.start, system.supervise, progress, system.operator_key,
             )  # fmt: skip
             faults.stop()
             drained = _drain(scenario, lambda: _open_in_store(url, system.api_keys), t0,
@@ -112,11 +123,15 @@ def run_load(
             faults.stop()
             samples = sampler.stop()
         partners = SettlementConfig().partners
-        tables = export.from_store(url, list(system.api_keys), partners)
+        partitions = scenario.topology.event_log.partitions
+        tables = export.from_store(url, list(system.api_keys), partners, partitions)
         restarts = {n: p.restarts for n, p in system.processes.items() if p.restarts}
+    _keep_timings(system.timings_dir, run_dir / TIMINGS_FILE)
     meta = _meta(scenario, name, seed, t0, traffic, faults.rows, drained)
     meta["store"] = redact_url(url)
     meta["restarts"] = restarts
+    meta["consumer_poll"] = system.consumer_poll
+    meta["not_modelled"] = not_modelled(scenario)
     return LoadRun(_complete(tables, traffic, faults.rows, samples, t0), meta, traffic)
 
 
@@ -146,6 +161,9 @@ def _against_target(
     meta = _meta(scenario, name, seed, t0, traffic, rows, drained)
     meta["target"] = target
     meta["statements_visible"] = False  # a target's bank statements are not in its API
+    meta["not_modelled"] = [
+        {"setting": "topology", "value": "-", "reason": "the target runs its own topology"}
+    ]
     return LoadRun(_complete(tables, traffic, rows, Samples(), t0), meta, traffic)
 
 
@@ -178,6 +196,7 @@ def _traffic(
     on_start: Callable[[float], None] | None,
     supervise: Callable[[], None],
     progress: Progress | None,
+    operator_key: str | None = None,
 ) -> TrafficResult:
     """Run the traffic on a thread; this thread supervises the processes until it is done."""
     result: dict[str, Any] = {}
@@ -186,7 +205,7 @@ def _traffic(
         try:
             result["traffic"] = run_traffic(
                 scenario, url, keys, t0=t0, seed=seed, out_dir=run_dir,
-                locust_workers=locust_workers, on_start=on_start,
+                locust_workers=locust_workers, on_start=on_start, operator_key=operator_key,
             )  # fmt: skip
         except BaseException as e:
             result["error"] = e
@@ -213,7 +232,7 @@ def _open_in_store(url: str, keys: Mapping[str, str]) -> int:
                 1
                 for tenant in keys
                 for _, text in uow.list_records(PAYMENT, tenant, "", 1_000_000)
-                if Payment.from_json(text).status not in TERMINAL
+                if Payment.from_json(text).status not in AT_REST
             )
     finally:
         store.close()
@@ -227,12 +246,12 @@ def _open_through_api(target: str, keys: Mapping[str, str], traffic: TrafficResu
             while page := http.get("/v1/payments", params={"after": after, "limit": 1000}).json()[
                 "payments"
             ]:
-                open_ += sum(1 for p in page if p["status"] not in _TERMINAL)
+                open_ += sum(1 for p in page if p["status"] not in _AT_REST)
                 after = page[-1]["id"]
     return open_
 
 
-_TERMINAL = {s.value for s in TERMINAL}
+_AT_REST = {s.value for s in AT_REST}
 
 
 def _drain(
@@ -259,6 +278,12 @@ def _drain(
         time.sleep(DRAIN_POLL_S)
 
 
+def _keep_timings(directory: Path, path: Path) -> None:
+    """The processes' stage timings, stopped and flushed, as one Parquet file for calibration."""
+    collect(directory).to_parquet(path, index=False)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 def _complete(
     tables: dict[str, pd.DataFrame],
     traffic: TrafficResult,
@@ -275,6 +300,7 @@ def _complete(
     for column in ("intended_at", "sent_at", "done_at"):
         sent[column] = sent[column] + t0
     tables["requests"] = sent
+    tables["labels"] = traffic.labels
     tables["faults"] = frame(
         [_row(r, t0) for r in rows],
         ["start", "end", "kind", "target", "detail"],
@@ -309,7 +335,9 @@ def _meta(
     rows: list[FaultRow],
     drained: bool,
 ) -> dict[str, Any]:
+    achieved, target = mean_rates(traffic.rates, scenario.duration)
     return {
+        **({"checks": scenario.checks.meta()} if scenario.checks.on else {}),
         "mode": "load",
         "seed": seed,
         "scenario": name,
@@ -319,12 +347,16 @@ def _meta(
         "host": platform.node(),
         "python": platform.python_version(),
         "drained": drained,
+        "cpus": os.cpu_count(),
         "generator": {
+            "cpu_seconds": cpu_seconds(traffic.samples, by="process"),
             "bound": traffic.generator_bound,
             "reason": traffic.generator_reason,
             "missed_sends": traffic.missed_sends,
             "unsent": traffic.unsent,
             "processes": traffic.processes,
+            "achieved_rate": round(achieved, 3),
+            "target_rate": round(target, 3),
         },
         "faults_not_applied": [
             {"kind": r.kind, "target": r.target, "reason": r.detail.removeprefix("not applied: ")}

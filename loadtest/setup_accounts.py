@@ -8,6 +8,10 @@ and the set-up waits until every one is posted. Those payments are real payments
 find in the journal, so their attempts are returned as a table of their own with the requests
 table's columns (times in seconds since t0), apart from the measured traffic.
 
+With compliance checks on, a funding payment may be held (the funding account pays hundreds of
+accounts at once: a velocity rule's case); given an operator key, the set-up approves it through
+`POST /v1/payments/{id}/review`, as an operator would.
+
 It is idempotent: run again against the same system, an existing account (409) is checked to
 have the right currency and overdraft, and a funding payment's key replays its first answer, so
 nothing is created or funded twice.
@@ -55,9 +59,10 @@ class SetupResult:
 class _Setup:
     def __init__(
         self, workload: Workload, base_url: str, api_keys: Mapping[str, str], t0: float,
-        timeout: float,
+        timeout: float, operator_key: str | None = None,
     ) -> None:  # fmt: skip
         self.workload = workload
+        self.operator_key = operator_key
         self.api_keys = api_keys
         self.t0 = t0
         self.deadline = time.monotonic() + timeout
@@ -154,6 +159,22 @@ class _Setup:
             self.funding.append({"tenant": tenant, "account": account, "payment_id": pid,
                                  "amount": amount, "status": status})  # fmt: skip
 
+    def _approve(self, tenant: str, payment_id: str, what: str, reason: str) -> None:
+        """A funding payment the compliance checks held: an operator approves it (the money
+        comes from the tenant's own funding account), or the set-up cannot go on."""
+        if self.operator_key is None:
+            raise SetupError(
+                f"set-up: {what} (tenant {tenant}) was held by the compliance checks ({reason})"
+                " and no operator key was given to approve it"
+            )
+        r = self.http.post(
+            f"/v1/payments/{payment_id}/review",
+            json={"verdict": "approve", "reason": "set-up funding"},
+            headers={**self._headers(tenant), "X-Operator-Key": self.operator_key},
+        )
+        if r.status_code not in (202, 409):  # 409: approved already, not moved on yet
+            raise SetupError(f"set-up: review of {what} (tenant {tenant}): {r.status_code}")
+
     def _wait_posted(self, tenant: str, payment_id: str, what: str) -> str:
         # Polled rather than long-polled (`?wait=`): the reference gateway's long-poll on SQLite
         # can miss the change and hold the answer for the whole wait.
@@ -169,6 +190,8 @@ class _Setup:
             if status in ("rejected", "failed"):
                 reason = payment.get("reason", "")
                 raise SetupError(f"set-up: {what} (tenant {tenant}) was {status}: {reason}")
+            if status == "held":
+                self._approve(tenant, payment_id, what, str(payment.get("reason", "")))
             if time.monotonic() > self.deadline:
                 raise SetupError(f"set-up: {what} (tenant {tenant}) not posted in time: {status}")
             time.sleep(pause)
@@ -181,9 +204,11 @@ def setup_accounts(
     api_keys: Mapping[str, str],
     t0: float,
     timeout: float = 600.0,
+    operator_key: str | None = None,
 ) -> SetupResult:
-    """Open every tenant's accounts and fund them, waiting until each funding is posted."""
-    setup = _Setup(workload, base_url, api_keys, t0, timeout)
+    """Open every tenant's accounts and fund them, waiting until each funding is posted (and
+    approving, with `operator_key`, a funding payment the compliance checks held)."""
+    setup = _Setup(workload, base_url, api_keys, t0, timeout, operator_key)
     tenants = tenant_ids(workload.tenants)
     accounts = account_ids(workload.accounts)
     jobs = [(t, a) for t in tenants for a in accounts]

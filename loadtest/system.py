@@ -7,7 +7,9 @@ on one store: SQLite in the run directory by default, or the PostgreSQL database
 `reference_impl.runtime.lifeline`, so it dies with this process even if this process is
 SIGKILLed, and in a session of its own, so a signal meant for one never reaches the others.
 The process names are the sim's node names (`gateway`, `payments-1`, `settlement`, `projector`),
-which is what the scenario's faults name.
+which is what the scenario's faults name. A scenario with a shared rate limit
+(`topology.gateway.rate_limit.shared`) also gets `redis`, a `redis-server` of the run's own on
+a free port, which the gateway processes keep their token buckets in.
 
 `ReferenceSystem` is a context manager: whatever happens inside (an error, Ctrl-C), leaving it
 stops every process: SIGCONT first (a paused process cannot stop), SIGTERM, then SIGKILL for
@@ -25,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -43,10 +46,13 @@ import psutil
 from reference_impl import lifeline
 from reference_impl.runtime import RuntimeConfig
 from reference_impl.runtime.processes import ENV, METRICS_ENV
+from reference_impl.timings import ENV as TIMINGS_ENV
+from scenarios.checks_spec import check_nodes
 from scenarios.schema import Scenario
 from scenarios.workload import tenant_ids
 
 RUN_DIR_ENV = "TESTBED_RUN_DIR"
+SQLITE_POLL_S = 0.05
 """Every process of a run carries its run directory, so it can be found (and none forgotten)."""
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -144,26 +150,60 @@ class ReferenceSystem:
     _env: dict[str, str] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _metrics_dir: tempfile.TemporaryDirectory[str] | None = None
+    operator_key: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    """The load runtime's own operator key (the set-up approves funding the checks held)."""
+    provider_port: int = 0
+    """The stub screening provider's port, when the scenario screens names at one."""
+    redis_port: int = 0
+    """The run's redis-server's port, when the scenario shares its rate limit."""
+    store_urls: dict[str, str] = field(default_factory=dict)
+    """A process's own store URL (its own proxied link to PostgreSQL), by process name; the
+    others use `store_url`."""
+    _envs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     @property
+    def timings_dir(self) -> Path:
+        """Where the processes write their stage timings (reference_impl/timings.py)."""
+        return self.run_dir / "timings"
+
+    @property
+    def consumer_poll(self) -> float:
+        """Seconds between an idle consumer's polls when nothing wakes it: SQLite has no
+        cross-process wake-up (PostgreSQL's commits wake the consumers), so they poll often."""
+        return SQLITE_POLL_S if self.store_url.startswith("sqlite:") else 0.0
+
+    @property
+    def provider_url(self) -> str | None:
+        return f"http://{self.host}:{self.provider_port}" if self.provider_port else None
+
+    @property
+    def redis_url(self) -> str | None:
+        return f"redis://{self.host}:{self.redis_port}/0" if self.redis_port else None
+
+    @property
     def config(self) -> RuntimeConfig:
         topo = self.scenario.topology
-        sqlite = self.store_url.startswith("sqlite:")
+        limit = topo.gateway.rate_limit
         return RuntimeConfig(
             self.store_url,
             {key: tenant for tenant, key in self.api_keys.items()},
+            redis_url=self.redis_url,
             partitions=topo.event_log.partitions,
-            rate_limit=1_000_000.0,
-            idle_wait=0.05 if sqlite else 0.25,  # no cross-process wake-up on SQLite
+            rate_limit=limit.rate if limit is not None else 1_000_000.0,
+            rate_burst=limit.tokens if limit is not None else None,
+            idle_wait=self.consumer_poll or 0.25,
             batch_size=topo.payments.batch,
             session_timeout=topo.payments.session_timeout,
             settlement_cutoff=topo.settlement.cutoff,
             partner_day=topo.settlement.cutoff,
             bugs=self.bugs,
+            checks=self.scenario.checks.config(),
+            operator_keys=(self.operator_key,),
+            checkers=replace(self.scenario.checks.settings(), sanctions_provider=self.provider_url),
         )
 
     # -- start and stop -------------------------------------------------------------------
@@ -186,19 +226,30 @@ class ReferenceSystem:
             }
         if not self.port:
             self.port = free_port(self.host)
+        checks = self.scenario.checks
+        if checks.on and checks.provider is not None and "sanctions" in checks.run:
+            self.provider_port = free_port(self.host)
+        limit = self.scenario.topology.gateway.rate_limit
+        if limit is not None and limit.shared:
+            self.redis_port = free_port(self.host)
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        self.timings_dir.mkdir(exist_ok=True)
         self._metrics_dir = tempfile.TemporaryDirectory(prefix="testbed-metrics-")
         self._env = {
             **os.environ,
             ENV: self.config.to_json(),
             METRICS_ENV: self._metrics_dir.name,
             RUN_DIR_ENV: str(self.run_dir.resolve()),
+            TIMINGS_ENV: str(self.timings_dir.resolve()),
             "PYTHONUNBUFFERED": "1",
+            # A fraud model scores one payment at a time, on one thread (docs/compliance.md).
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
         }
         py = sys.executable
         worker = [py, "-m", "reference_impl.runtime.processes"]
         wanted = {
+            **({"redis": self._redis_argv()} if self.redis_port else {}),
             "gateway": [
                 py, "-m", "uvicorn", "--factory",
                 "reference_impl.runtime.processes:gateway_app",
@@ -214,13 +265,70 @@ class ReferenceSystem:
             },
             "settlement": [*worker, "--group", "settlement", "--title", "settlement worker"],
             "projector": [*worker, "--group", "reporting", "--title", "projector"],
+            **{
+                name: [*worker, "--group", name.rsplit("-", 1)[0], "--title", f"{name} check"]
+                for name in check_nodes(self.scenario.checks)
+            },
+            **({"provider": self._provider_argv()} if self.provider_port else {}),
         }  # fmt: skip
         for name, argv in wanted.items():
             self.processes[name] = Process(name, argv, logs / f"{name}.log")
+            if name in self.store_urls:
+                own = replace(self.config, store_url=self.store_urls[name])
+                self._envs[name] = {**self._env, ENV: own.to_json()}
         self._check_port()
         for process in self.processes.values():
-            process.start(self._env)
+            process.start(self._env_of(process.name))
         self._wait_ready()
+
+    @staticmethod
+    def store_users(scenario: Scenario) -> list[str]:
+        """The processes of a run that open the store (the gateway's workers share the
+        gateway's name): not redis, nor the stub screening provider (a vendor's service)."""
+        topo = scenario.topology
+        return [
+            "gateway",
+            *(f"payments-{i + 1}" for i in range(topo.payments.workers)),
+            "settlement",
+            "projector",
+            *check_nodes(scenario.checks),
+        ]
+
+    def _env_of(self, name: str) -> dict[str, str]:
+        return self._envs.get(name, self._env)
+
+    def _provider_argv(self) -> list[str]:
+        """The stub screening provider (reference_impl/compliance/provider.py), as configured."""
+        provider = self.scenario.checks.provider
+        assert provider is not None
+        sanctions = self.scenario.checks.sanctions
+        return [
+            sys.executable, "-m", "reference_impl.compliance.provider",
+            "--port", str(self.provider_port),
+            "--latency", str(provider.latency), "--error-rate", str(provider.error_rate),
+            "--threshold", str(sanctions.threshold), "--reject-at", str(sanctions.reject_at),
+            "--seed", str(self.scenario.seed),
+        ]  # fmt: skip
+
+    def _redis_argv(self) -> list[str]:
+        """A throwaway redis-server: this run's port, no persistence (a restart comes back
+        empty, as the `redis` fault means), its files in the run directory. Redis 6.2 or later
+        (`set-proc-title`)."""
+        server = shutil.which("redis-server")
+        if server is None:
+            raise SystemError_(
+                "redis: redis-server not found on PATH (topology.gateway.rate_limit.shared"
+                " needs it)"
+            )
+        where = self.run_dir / "redis"
+        where.mkdir(parents=True, exist_ok=True)
+        return [
+            server, "--port", str(self.redis_port), "--bind", self.host,
+            "--save", "", "--appendonly", "no", "--dir", str(where.resolve()),
+            "--daemonize", "no", "--loglevel", "warning",
+            # Its own title would overwrite the environment that names the run (RUN_DIR_ENV).
+            "--set-proc-title", "no",
+        ]  # fmt: skip
 
     def _check_port(self) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -241,12 +349,27 @@ class ReferenceSystem:
                         f" while starting: {self.tail(process.name)}"
                     )
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                healthy = httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200
+                if healthy and self._redis_ready():
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
         raise SystemError_(f"gateway: not ready on {self.url} within {READY_TIMEOUT_S:g}s")
+
+    def _redis_ready(self) -> bool:
+        """True without a redis-server, or once it answers PING."""
+        if self.redis_url is None:
+            return True
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=1.0)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
 
     def tail(self, name: str) -> str:
         """The last line a process wrote (for a one-line error message)."""
@@ -295,7 +418,7 @@ class ReferenceSystem:
                     process.died_at = now
                 elif now - process.died_at >= RESTART_DELAY_S:
                     process.restarts += 1
-                    process.start(self._env)
+                    process.start(self._env_of(process.name))
 
     def kill(self, name: str) -> None:
         """SIGKILL the process and keep it down until `release`."""
@@ -305,6 +428,31 @@ class ReferenceSystem:
             process.signal(signal.SIGKILL)
             if process.proc is not None:
                 process.proc.wait()
+
+    def store_writers(self) -> list[str]:
+        """The running processes that hold the store open and write it (`store_users`)."""
+        return [n for n in self.store_users(self.scenario) if n in self.processes]
+
+    def kill_all(self, names: list[str]) -> list[int]:
+        """SIGKILL the processes together (the gateway's worker processes with it) and keep them
+        down until each is released; returns the pids killed."""
+        with self._lock:
+            processes = [self.processes[n] for n in names]
+            workers = self.gateway_workers() if "gateway" in names else []
+            pids = [p.pid for p in processes if p.alive and p.pid is not None]
+            for process in processes:
+                process.held = True
+            for process in processes:
+                process.signal(signal.SIGKILL)
+            for worker in workers:  # they would die with the manager, but not at this instant
+                with contextlib.suppress(psutil.Error):
+                    if worker.pid not in pids:
+                        worker.kill()
+                        pids.append(worker.pid)
+            for process in processes:
+                if process.proc is not None:
+                    process.proc.wait()
+            return pids
 
     def release(self, name: str) -> None:
         """Let a held-down process be started again (by the next `supervise()`)."""
@@ -335,7 +483,11 @@ class ReferenceSystem:
             manager = psutil.Process(gateway.pid)
             if self.scenario.topology.gateway.replicas == 1:
                 return [manager]
-            spawned = [p for p in manager.children() if "spawn_main" in " ".join(p.cmdline())]
+            # Every child but multiprocessing's resource tracker; a worker's cmdline is its
+            # process title ("testbed: gateway") once it has started, `spawn_main` before.
+            spawned = [
+                p for p in manager.children() if "resource_tracker" not in " ".join(p.cmdline())
+            ]
             return sorted(spawned, key=lambda p: p.create_time())
         except psutil.Error:
             return []

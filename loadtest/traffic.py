@@ -10,10 +10,11 @@
 
 `run_traffic(scenario, base_url, api_keys, *, t0, seed, out_dir, duration=None,
 locust_workers=0, remote_workers=0, master_address=("*", 5557), users=None, setup=True,
-on_start=None) -> TrafficResult`
+on_start=None, operator_key=None) -> TrafficResult`
 
 1. `setup`: opens and funds every tenant's accounts through the API (setup_accounts.py) and
-   returns those requests apart (`result.setup`).
+   returns those requests apart (`result.setup`); with `operator_key`, a funding payment the
+   compliance checks held is approved through the review endpoint.
 2. Starts the Locust process (`python -m loadtest.generator`; this module never imports Locust,
    which monkey-patches the interpreter it is imported into) in a session of its own, with
    `locust_workers` local worker processes (0: Locust's LocalRunner) and, listening on
@@ -92,6 +93,8 @@ class LocustStats:
 class TrafficResult:
     requests: pd.DataFrame
     """One row per attempt: the run record's requests table (docs/run-record.md)."""
+    labels: pd.DataFrame
+    """The injected fraud's requests: the run record's labels table (no rows without fraud)."""
     setup: SetupResult | None
     """The set-up's own requests, accounts and funding payments (None without set-up)."""
     latency: HistogramSummary
@@ -163,6 +166,7 @@ def run_traffic(
     users: int | None = None,
     setup: bool = True,
     on_start: Callable[[float], None] | None = None,
+    operator_key: str | None = None,
 ) -> TrafficResult:
     """Open the accounts (if `setup`), run the traffic, return what it measured (see above)."""
     duration = scenario.duration if duration is None else duration
@@ -187,7 +191,11 @@ def run_traffic(
         key_prefix=f"r{secrets.token_hex(4)}-",
         late_after=LATE_AFTER,
     )
-    done_setup = setup_accounts(workload, base_url, api_keys, t0) if setup else None
+    done_setup = (
+        setup_accounts(workload, base_url, api_keys, t0, operator_key=operator_key)
+        if setup
+        else None
+    )
     out = out_dir / "traffic"
     out.mkdir(parents=True, exist_ok=True)
     start_at = _run_generator(plan, out, on_start)
@@ -270,6 +278,7 @@ def _result(
     plan: TrafficPlan, out: Path, start_at: float, setup: SetupResult | None
 ) -> TrafficResult:
     requests = pd.read_parquet(out / "rows.parquet")
+    labels = pd.read_parquet(out / "labels.parquet")
     encoded: dict[str, str] = json.loads((out / "histograms.json").read_text())
     summary: dict[str, Any] = json.loads((out / "generator.json").read_text())
     latency, service, send_lag = (
@@ -290,6 +299,7 @@ def _result(
     nan = math.nan
     return TrafficResult(
         requests=requests,
+        labels=labels,
         setup=setup,
         latency=latency,
         service=service,

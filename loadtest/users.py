@@ -38,7 +38,7 @@ from locust import User, constant, task
 from locust.exception import StopUser
 
 from loadtest.attempts import Attempt, Clients, outcome
-from loadtest.pacing import Arrival, arrivals, arrivals_seed, retries_seed
+from loadtest.pacing import Arrival, request_body, retries_seed, schedule
 from loadtest.plan import TrafficPlan
 from loadtest.recorder import Recorder
 from loadtest.wire import Connection, post_request, request_head
@@ -63,9 +63,8 @@ class Pacer:
         self.plan = plan
         self.timeout = workload.client.timeout
         self.end = plan.duration + plan.grace
-        rng = random.Random(arrivals_seed(plan.seed, process, plan.processes))
-        self.schedule: Iterator[Arrival] = arrivals(
-            workload, plan.duration, rng, share=1.0 / plan.processes
+        self.schedule: Iterator[Arrival] = schedule(
+            workload, plan.duration, plan.seed, process, plan.processes
         )
         self.clients = Clients(
             workload.client, random.Random(retries_seed(plan.seed, process, plan.processes))
@@ -121,7 +120,9 @@ class Pacer:
             while upcoming is not None and upcoming.at <= now:
                 self.requests += 1
                 key = f"{self.prefix}k{self.requests}"
-                for a in self.clients.open(key, upcoming, _body(upcoming)):
+                if upcoming.pattern:
+                    self.recorder.label(key, upcoming)
+                for a in self.clients.open(key, upcoming, request_body(upcoming)):
                     self._hand(a)
                 upcoming = next(self.schedule, None)
             while retries and retries[0][0] <= now:
@@ -207,14 +208,6 @@ class Pacer:
             at = self.offset + (now - self.mono_start)
             self.samples.append((at, share, busy, len(self.backlog)))
             last_cpu, last = cpu, now
-
-
-def _body(arrival: Arrival) -> bytes:
-    # Ids and currency are the schedule's own (`acc-NNNNNN`, ISO 4217): nothing to escape.
-    return (
-        f'{{"debtor_account":"{arrival.debtor}","creditor_account":"{arrival.creditor}",'
-        f'"amount":{arrival.amount},"currency":"{arrival.currency}"}}'
-    ).encode()
 
 
 class TrafficUser(User):

@@ -59,6 +59,11 @@ BUGS: dict[str, str] = {
         "the posted amount goes through float major units and is truncated, so some amounts"
         " post one minor unit short of what was accepted"
     ),
+    "approve-on-timeout": (
+        "the payments worker's sweep of payments whose compliance checks did not answer in time"
+        " approves them whatever the configured policy (hold or reject) says, so a payment a"
+        " check would have held or rejected posts while that check is down"
+    ),
 }
 """Every bug the zoo knows, name -> what goes wrong."""
 
@@ -69,6 +74,7 @@ IN_REAL_PROCESSES = frozenset(
         "commit-offset-before-effect",
         "non-idempotent-consumer",
         "double-compensation",
+        "approve-on-timeout",
     }
 )
 """The bugs a load run can switch on: those in the service handlers and the consumer engine,

@@ -21,12 +21,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reports.audit_compliance import check_compliance
 from reports.audit_flow import check_liveness, check_payments, check_settlement, check_statements
 from reports.audit_ledger import check_balances, check_chain, check_two_phase
 from reports.audit_vectors import cat, encode, encode_scoped
 from reports.record import RunRecord
 
-SAFETY_KINDS = ("lost", "duplicate", "phantom", "conservation", "overdraft", "chain", "settlement")
+SAFETY_KINDS = (
+    "lost",
+    "duplicate",
+    "phantom",
+    "conservation",
+    "overdraft",
+    "chain",
+    "settlement",
+    "compliance",
+)
 KINDS = (*SAFETY_KINDS, "liveness")
 _COLUMNS = ("kind", "tenant", "payment_id", "seq", "detail")
 
@@ -199,4 +209,5 @@ def audit(record: RunRecord, *, max_per_kind: int = 1000) -> AuditResult:
     if record.meta.get("statements_visible", True):
         check_statements(record, found)
     check_liveness(run, posted_seq, resolved, found)
+    check_compliance(record, found)
     return found.result(record.seed, max_per_kind)

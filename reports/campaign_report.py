@@ -33,6 +33,11 @@ def build_campaign_report(campaign_dir: str | os.PathLike[str]) -> Path:
     return out
 
 
+def _where(c: Mapping[str, Any]) -> str:
+    scheduler = c.get("scheduler")  # absent from the campaigns written before Dask
+    return f"the Dask cluster at {scheduler}" if scheduler else f"{c['jobs']} jobs"
+
+
 def render(base: Path, c: Mapping[str, Any], per_seed: pd.DataFrame | None) -> str:
     ok = c["failed"] == 0
     seeds = c["seeds"]
@@ -49,7 +54,7 @@ def render(base: Path, c: Mapping[str, Any], per_seed: pd.DataFrame | None) -> s
                 ("failed", c["failed"]),
                 ("payments", f"{c['payments']:,}"),
                 ("bug-zoo variants", ", ".join(c["bugs"]) or "none"),
-                ("wall", f"{c['wall_seconds']} s on {c['jobs']} jobs"),
+                ("wall", f"{c['wall_seconds']} s on {_where(c)}"),
             ],
             left=2,
         ),

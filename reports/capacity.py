@@ -80,6 +80,15 @@ def role_columns(points: pd.DataFrame, prefix: str) -> list[str]:
     return [c for c in points.columns if c.startswith(prefix)]
 
 
+def cpu_seconds(samples: pd.DataFrame, by: str) -> float:
+    """CPU seconds in per-process samples of `cpu` (a share of one core) taken at `at`: each
+    share covers the time since the same process's (`by`) previous sample; a first sample
+    covers nothing."""
+    ordered = samples.sort_values([by, "at"])
+    spans = ordered.groupby(by)["at"].diff()
+    return float((ordered["cpu"] * spans).sum())
+
+
 def node_roles(nodes: pd.DataFrame, duration: float) -> dict[str, float]:
     """Mean utilization and queue length per role (gateway-2 -> gateway) over the traffic
     window, from whichever of the two columns the nodes table has."""

@@ -194,5 +194,36 @@ def summarise(
     }
 
 
+def load_verdict(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """From a load run's meta: whether the load generator kept up (its achieved and target
+    rates over the arrival window), the scenario's faults the runtime could not apply and the
+    topology settings it runs without. A meta written before the rates were kept has None."""
+    generator = meta.get("generator") or {}
+    return {
+        "generator": {
+            "bound": bool(generator.get("bound", False)),
+            "reason": str(generator.get("reason", "")),
+            "achieved_rate": generator.get("achieved_rate"),
+            "target_rate": generator.get("target_rate"),
+        },
+        "faults_not_applied": [dict(f) for f in meta.get("faults_not_applied", [])],
+        "not_modelled": [dict(n) for n in meta.get("not_modelled", [])],
+    }
+
+
+def generator_row(generator: Mapping[str, Any]) -> tuple[str, str, bool]:
+    """(label, value, bound): the verdict's row on a load run's generator (`load_verdict`), its
+    achieved against target rate ("-" when not recorded)."""
+    achieved, target = generator.get("achieved_rate"), generator.get("target_rate")
+    value = (
+        "-"
+        if achieved is None or target is None
+        else (f"{achieved:.1f}/s sent of {target:.1f}/s target")
+    )
+    if generator["bound"]:
+        return "load generator could NOT keep up", value, True
+    return "load generator kept up", value, False
+
+
 def dumps(summary: Mapping[str, Any]) -> str:
     return json.dumps(summary, sort_keys=True, indent=2, allow_nan=False) + "\n"

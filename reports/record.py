@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -80,19 +80,36 @@ SCHEMAS: Mapping[str, pa.Schema] = {
         ("at", _F), ("group", _S), ("partition", _I), ("member", _S), ("lag", _I),
     ),
 }  # fmt: skip
+"""The tables every record has (empty or not)."""
+
+OPTIONAL_SCHEMAS: Mapping[str, pa.Schema] = {
+    "labels": _schema(("key", _S), ("tenant", _S), ("pattern", _S), ("case", _S)),
+    "decisions": _schema(
+        ("payment_id", _S), ("tenant", _S), ("check", _S), ("verdict", _S), ("reason", _S),
+        ("score", _F), ("at", _F),
+    ),
+}  # fmt: skip
+"""Tables a record has only when they have rows: a run without fraud (or without checks) is
+byte for byte what it was before they existed, and older records still load. A reader gets
+them as empty tables when absent."""
 
 ENUMS: Mapping[tuple[str, str], frozenset[str]] = {
     ("requests", "outcome"): frozenset(
         {"accepted", "replayed", "rejected", "conflict", "rate_limited", "timeout", "error"}
     ),
     ("payments", "status"): frozenset(
-        {"received", "screening", "rejected", "reserved", "posted", "settled", "failed"}
+        {"received", "screening", "rejected", "reserved", "posted", "settled", "failed", "held"}
     ),
     ("journal", "kind"): frozenset({"post", "pending", "post_pending", "void"}),
     ("statements", "entry_kind"): frozenset({"credit", "fee", "reversal"}),
     ("breaks", "kind"): frozenset(
         {"missing", "duplicate", "amount", "timing", "reversal", "unknown", "unclassified"}
     ),
+    ("labels", "pattern"): frozenset(
+        {"account_takeover", "mule_chain", "structuring", "card_testing", "sanctioned_payee"}
+    ),
+    ("decisions", "check"): frozenset({"sanctions", "aml", "fraud", "operator"}),
+    ("decisions", "verdict"): frozenset({"approve", "reject", "review"}),
 }
 """Columns whose values come from a closed set: anything else is a runtime bug, refused early."""
 
@@ -117,6 +134,10 @@ class RunRecord:
     partitions: pd.DataFrame
     meta: Mapping[str, Any]
     scenario_yaml: str = ""
+    labels: pd.DataFrame = field(default_factory=lambda: empty_table("labels"))
+    """The injected fraud's requests (optional table; legitimate requests are absent)."""
+    decisions: pd.DataFrame = field(default_factory=lambda: empty_table("decisions"))
+    """The compliance checks' decisions (optional table)."""
 
     @property
     def seed(self) -> int | None:
@@ -134,6 +155,8 @@ class RunRecord:
         return cls(
             t["requests"], t["payments"], t["journal"], t["accounts"], t["settlements"],
             t["statements"], t["breaks"], t["faults"], t["nodes"], t["partitions"], meta,
+            labels=t.get("labels", empty_table("labels")),
+            decisions=t.get("decisions", empty_table("decisions")),
         )  # fmt: skip
 
 
@@ -145,10 +168,10 @@ def empty_table(name: str) -> pd.DataFrame:
 
 
 def _schema_of(name: str) -> pa.Schema:
-    try:
-        return SCHEMAS[name]
-    except KeyError:
-        raise RunRecordError(f"run record: unknown table {name!r}") from None
+    schema = SCHEMAS.get(name) or OPTIONAL_SCHEMAS.get(name)
+    if schema is None:
+        raise RunRecordError(f"run record: unknown table {name!r}")
+    return schema
 
 
 def _fail(table: str, column: str, rule: str) -> RunRecordError:
@@ -227,21 +250,30 @@ def write_run_record(
 ) -> None:
     """Write every table as `<name>.parquet`, plus meta.json and scenario.yaml, into `run_dir`.
 
-    All ten tables are required (use `empty_table` for one with no rows). Everything is
-    validated before the first byte is written, so a bad table leaves the directory untouched;
-    each file is replaced atomically. `meta` needs `mode` ("sim" or "load") and an integer
-    `seed` (or None for a load run without one); `record_version` is added.
+    All ten tables of SCHEMAS are required (use `empty_table` for one with no rows); those of
+    OPTIONAL_SCHEMAS are written when given with rows, and an empty or absent one leaves no file
+    (a stale one from an earlier write is removed). Everything is validated before the first
+    byte is written, so a bad table leaves the directory untouched; each file is replaced
+    atomically. `meta` needs `mode` ("sim" or "load") and an integer `seed` (or None for a load
+    run without one); `record_version` is added.
     """
-    unknown = sorted(set(tables) - set(SCHEMAS))
+    unknown = sorted(set(tables) - set(SCHEMAS) - set(OPTIONAL_SCHEMAS))
     if unknown:
         raise RunRecordError(f"run record: unknown table {unknown[0]!r}")
     absent = [name for name in SCHEMAS if name not in tables]
     if absent:
         raise RunRecordError(f"run record: table {absent[0]!r} is missing")
     arrow = {name: to_arrow(name, tables[name]) for name in SCHEMAS}
+    given = [name for name in OPTIONAL_SCHEMAS if name in tables]
+    optional = {name: to_arrow(name, tables[name]) for name in given}
     meta_bytes = _meta_json(meta)
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for name in OPTIONAL_SCHEMAS:
+        if name in optional and optional[name].num_rows:
+            arrow[name] = optional[name]
+        else:
+            (out / f"{name}.parquet").unlink(missing_ok=True)
     for name, table in arrow.items():
         sink = pa.BufferOutputStream()
         # Fixed options, no wall clock anywhere in the footer: identical input, identical bytes.
@@ -286,6 +318,9 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunRecord:
         )
     scenario = base / "scenario.yaml"
     tables = {name: read_table(base, name) for name in SCHEMAS}
+    for name in OPTIONAL_SCHEMAS:
+        if (base / f"{name}.parquet").exists():
+            tables[name] = read_table(base, name)
     return RunRecord(
         **tables, meta=meta, scenario_yaml=scenario.read_text() if scenario.exists() else ""
     )

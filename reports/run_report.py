@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 
 from reports import charts
-from reports.html import banner, code, esc, figure, mark, ms, num, page, table
-from reports.metrics import latency_stats, traffic_payments
+from reports.detection import POSITIVES, DetectionRow, detection
+from reports.html import Html, banner, code, esc, figure, mark, ms, num, page, table
+from reports.metrics import generator_row, latency_stats, load_verdict, traffic_payments
 from reports.record import RunRecord
 from reports.runs import Run, SloOutcome, open_run
-from reports.stages import NOT_RECORDED, stages
+from reports.stages import note, stages
 from scenarios.slo import LATENCY_KINDS
 
 REPORT = "report.html"
@@ -66,6 +67,8 @@ def render(run: Run) -> str:
         _facts(record, run.scenario, run.duration),
         "<h2>Verdict</h2>",
         _verdict(run),
+        *_load_limits(run),
+        *_detection(run),
         "<h2>Latency</h2>",
         _latency_table(samples),
         figure(
@@ -135,7 +138,65 @@ def _verdict(run: Run) -> str:
     for s in slos:
         value = ms(s.left) if _is_latency(s.slo) else num(s.left)
         rows.append((f"SLO {s.slo}", value, mark(s.passed)))
+    if record.meta.get("mode") == "load":
+        label, value, bound = generator_row(load_verdict(record.meta)["generator"])
+        rows.append((label, value, Html('<span class="fail">bound</span>') if bound else ""))
     return table(["check", "value", ""], rows)
+
+
+def _load_limits(run: Run) -> list[str]:
+    """A load run's: why the generator was the bottleneck, the faults it could not apply and
+    the topology settings it runs without; nothing for a sim run."""
+    if run.record.meta.get("mode") != "load":
+        return []
+    found = load_verdict(run.record.meta)
+    out: list[str] = []
+    if found["generator"]["bound"]:
+        why = found["generator"]["reason"]
+        out.append(f"<p class='note'>The load generator was the bottleneck: {esc(why)}</p>")
+    faults = found["faults_not_applied"]
+    if faults:
+        out.append(f"<h3>Faults not applied in load mode ({len(faults)})</h3>")
+        rows = [(f["kind"], f["target"] or "-", f["reason"]) for f in faults[:MAX_ROWS]]
+        out.append(table(["kind", "target", "reason"], rows, left=3))
+        out.append("<p class='note'>The verdict above did not face these faults.</p>")
+    settings = found["not_modelled"]
+    if settings:
+        out.append("<h3>Not modelled in load mode</h3>")
+        rows = [(n["setting"], n["value"], n["reason"]) for n in settings]
+        out.append(table(["setting", "value", "why"], rows, left=3))
+    return out
+
+
+def _detection(run: Run) -> list[str]:
+    """The checks against the labelled fraud; nothing for a run without the checks' decisions."""
+    rows = detection(run.record, traffic_payments(run.times, run.start))
+    if not rows:
+        return []
+    heads = ["check", "payments", "labelled positives", "flagged", "true positives",
+             "precision", "recall", "false-positive rate", "fraud caught", "fraud missed",
+             "held"]  # fmt: skip
+    body = [
+        (r.check, f"{r.payments:,}", f"{r.positives:,}", f"{r.flagged:,}",
+         f"{r.true_positives:,}", *(_share(v) for v in _rates(r)), f"{r.caught_amount:,}",
+         f"{r.missed_amount:,}", f"{r.held:,}")
+        for r in rows
+    ]  # fmt: skip
+    positives = "; ".join(f"{c}: {', '.join(sorted(p))}" for c, p in POSITIVES.items())
+    note = (
+        "Flagged: the check's first decision on the payment was review or reject; all checks: "
+        "the payment ended held, or rejected by a check or an operator. Positives per check: "
+        f"{positives}; all checks: any label. Amounts in minor units."
+    )
+    return ["<h2>Detection</h2>", table(heads, body), f"<p class='note'>{esc(note)}</p>"]
+
+
+def _rates(row: DetectionRow) -> tuple[float, float, float]:
+    return row.precision, row.recall, row.false_positive_rate
+
+
+def _share(value: float) -> str:
+    return "-" if np.isnan(value) else f"{value:.1%}"
 
 
 def _latency_table(samples: Mapping[str, Any]) -> str:
@@ -199,7 +260,8 @@ def _nodes(record: RunRecord, t0: float) -> list[str]:
 
 
 def _stages(run: Run) -> list[str]:
-    found = stages(run.tables, run.times)
+    tables = {**run.tables, "decisions": run.record.decisions}
+    found = stages(tables, run.times)
     stats = [latency_stats(s.seconds) for s in found]
     rows = [
         (s.name, s.meaning, f"{len(s.seconds):,}", *(ms(st[k]) for k in ("p50", "p95", "p99")),
@@ -213,7 +275,7 @@ def _stages(run: Run) -> list[str]:
     if measured:
         chart = charts.stage_bars([n for n, _ in measured], [st for _, st in measured])
         out.append(figure(chart, "p50, p95 and p99 per stage"))
-    out.append(f"<p class='note'>{esc(NOT_RECORDED)}</p>")
+    out.append(f"<p class='note'>{esc(note(tables))}</p>")
     return out
 
 

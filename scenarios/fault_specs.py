@@ -168,6 +168,15 @@ class Poison(_Window):
     probability: float = Field(default=0.05, gt=0, le=1)
 
 
+class ProviderTrouble(_Window):
+    """The sanctions-screening provider (`checks.provider`) is slow or failing for the window:
+    every call takes `latency` and fails with `error_rate`, then it is as configured again."""
+
+    kind: Literal["provider"]
+    latency: Duration = 0.5
+    error_rate: float = Field(default=0.0, ge=0, le=1)
+
+
 class PartnerChaos(_Window):
     """A bank partner misbehaves for the window: unreachable, late, duplicate or missing
     lines, fees, reversals, late statements."""
@@ -193,6 +202,14 @@ class ClockSkew(_Window):
     behind: bool = False
 
 
+class RedisDown(_Window):
+    """The Redis server behind a shared rate limit (`topology.gateway.rate_limit.shared`) is
+    killed and started again, empty, after `duration`. The gateway fails closed while it is
+    down (503); after the restart every tenant's bucket starts full."""
+
+    kind: Literal["redis"]
+
+
 Fault = Annotated[
     Crash
     | Pause
@@ -208,8 +225,10 @@ Fault = Annotated[
     | LeaderFailover
     | Rebalance
     | Poison
+    | ProviderTrouble
     | PartnerChaos
-    | ClockSkew,
+    | ClockSkew
+    | RedisDown,
     Field(discriminator="kind"),
 ]
 TimedFault = Fault
@@ -276,6 +295,12 @@ def fault_problems(faults: Faults, topology: Topology, nodes: list[str]) -> list
             problems += _target_problems(f"{where}[{i}]", f, timed, zones, endpoints, partners)
             if isinstance(f, Failover) and topology.ledger.replicas == 0:
                 problems.append(f"{where}[{i}]: failover needs topology.ledger.replicas >= 1")
+            limit = topology.gateway.rate_limit
+            if isinstance(f, RedisDown) and (limit is None or not limit.shared):
+                problems.append(
+                    f"{where}[{i}]: a redis fault needs a shared rate limit"
+                    " (topology.gateway.rate_limit with shared: true)"
+                )
     return problems
 
 

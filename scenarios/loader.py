@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from scenarios.fraud import UNKNOWN_PATTERN
 from scenarios.schema import Scenario
 
 HERE = Path(__file__).resolve().parent
@@ -32,7 +33,10 @@ _MESSAGES = {
     "float_parsing": "must be a number",
     "string_type": "must be a string",
     "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
 }
+_UNKNOWN_KEY: dict[tuple[int | str, ...], str] = {("workload", "fraud"): UNKNOWN_PATTERN}
+"""Where an unknown key is more than a misspelt field, what it is instead (by parent path)."""
 
 
 class ScenarioError(ValueError):
@@ -60,8 +64,10 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _rule(error: Any) -> str:
+def _rule(error: Any, loc: tuple[int | str, ...]) -> str:
     kind = error["type"]
+    if kind == "extra_forbidden" and loc[:-1] in _UNKNOWN_KEY:
+        return _UNKNOWN_KEY[loc[:-1]]
     if kind in _MESSAGES:
         return _MESSAGES[kind]
     msg = str(error["msg"])
@@ -75,7 +81,7 @@ def format_errors(source: str, exc: ValidationError) -> list[str]:
     for error in exc.errors():
         # A discriminated union adds its tag (`crash`) to the path: drop it, it is not a field.
         loc = tuple(p for p in error["loc"] if p not in ("crash", "latency"))
-        lines.append(f"{source}: {_field_path(loc)}: {_rule(error)}")
+        lines.append(f"{source}: {_field_path(loc)}: {_rule(error, loc)}")
     return lines
 
 

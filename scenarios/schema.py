@@ -7,14 +7,25 @@ Durations and rates are written as people write them (`250ms`, `1500/s`, see uni
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    WithJsonSchema,
+    model_serializer,
+    model_validator,
+)
 
 from reference_impl.bugs import BUGS, check_bug
 
 # The fault models live in fault_specs.py; re-exported so `scenarios.schema` stays the one place
 # to import scenario models from.
+from scenarios.checks_spec import Checks as Checks
+from scenarios.checks_spec import check_nodes
 from scenarios.fault_specs import Background as Background
 from scenarios.fault_specs import BackgroundCrashes as BackgroundCrashes
 from scenarios.fault_specs import BackgroundLatency as BackgroundLatency
@@ -23,12 +34,35 @@ from scenarios.fault_specs import Fault as Fault
 from scenarios.fault_specs import Faults, fault_problems
 from scenarios.fault_specs import Latency as Latency
 from scenarios.fault_specs import TimedFault as TimedFault
+
+# Likewise the fraud patterns (fraud.py).
+from scenarios.fraud import AccountTakeover as AccountTakeover
+from scenarios.fraud import CardTesting as CardTesting
+from scenarios.fraud import Fraud, fraud_problems
+from scenarios.fraud import MuleChain as MuleChain
+from scenarios.fraud import SanctionedPayee as SanctionedPayee
+from scenarios.fraud import Structuring as Structuring
 from scenarios.slo import SloError, parse_slo
 from scenarios.units import Duration, Rate
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Sections(_Model):
+    """A model with optional sections added after scenarios were first written: one left out
+    (None) is left out of the resolved YAML too, which so stays what it was before it existed."""
+
+    _optional: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _without_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name in self._optional:
+            if data.get(name, ...) is None:
+                del data[name]
+        return data
 
 
 def _check_slo(text: str) -> str:
@@ -45,9 +79,39 @@ BugName = Annotated[str, AfterValidator(check_bug), WithJsonSchema({"enum": sort
 
 
 # -- topology -------------------------------------------------------------------------------
-class Gateway(_Model):
+class RateLimit(_Model):
+    """The gateway's per-tenant token bucket: `rate` tokens a second, at most `burst` saved up.
+
+    `shared`: one bucket per tenant for every gateway replica (Redis in load mode); otherwise
+    each replica keeps its own, as separate processes would, so the tenant gets up to
+    replicas x `rate`. A request over the limit is answered 429 with Retry-After."""
+
+    rate: Rate = Field(description="tokens (requests) per second per tenant")
+    burst: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="bucket size; default: the rate (>= 1)"
+    )
+    shared: bool = Field(default=False, description="one bucket across replicas (Redis)")
+
+    @model_validator(mode="after")
+    def _positive(self) -> RateLimit:
+        if self.rate <= 0:
+            raise ValueError("rate: must be more than 0 per second")
+        return self
+
+    @property
+    def tokens(self) -> int:
+        """The bucket size: `burst`, or the rate (as the gateway's default), at least 1."""
+        return self.burst if self.burst is not None else max(1, int(self.rate))
+
+
+class Gateway(_Sections):
+    _optional = ("rate_limit",)
+
     replicas: int = Field(default=2, ge=1, le=64)
     workers: int = Field(default=4, ge=1, le=1024, description="request handlers per replica")
+    rate_limit: RateLimit | None = Field(
+        default=None, description="per-tenant request limit (429 over it); none: unlimited"
+    )
 
 
 class PaymentsWorkers(_Model):
@@ -156,7 +220,9 @@ class Client(_Model):
     duplicate_probability: float = Field(default=0.0, ge=0, le=1)
 
 
-class Workload(_Model):
+class Workload(_Sections):
+    _optional = ("fraud",)
+
     tenants: int = Field(default=1, ge=1, le=1000)
     accounts: int = Field(default=100, ge=2, le=1_000_000, description="accounts per tenant")
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
@@ -171,12 +237,23 @@ class Workload(_Model):
     )
     bursts: list[Burst] = Field(default_factory=list)
     client: Client = Field(default_factory=Client)
+    fraud: Fraud | None = Field(
+        default=None, description="labelled fraud patterns mixed into the traffic (fraud.py)"
+    )
 
     @model_validator(mode="after")
     def _profile_sorted(self) -> Workload:
         ats = [s.at for s in self.profile]
         if ats != sorted(ats):
             raise ValueError("profile: steps must be in time order")
+        return self
+
+    @model_validator(mode="after")
+    def _fraud_fits(self) -> Workload:
+        if self.fraud is not None:
+            problems = fraud_problems(self.fraud, self.accounts, self.initial_balance)
+            if problems:
+                raise ValueError(problems[0])
         return self
 
 
@@ -193,21 +270,34 @@ class Scenario(_Model):
     bugs: list[BugName] = Field(
         default_factory=list, description="bug-zoo variants to switch on (docs/bug-zoo.md)"
     )
+    checks: Checks = Field(
+        default_factory=Checks, description="compliance checks: sanctions, AML, fraud"
+    )
 
     @model_validator(mode="after")
     def _faults_in_topology(self) -> Scenario:
-        problems = fault_problems(self.faults, self.topology, node_names(self.topology))
+        nodes = node_names(self.topology, self.checks)
+        problems = fault_problems(self.faults, self.topology, nodes)
+        remote = self.checks.on and "sanctions" in self.checks.run and self.checks.provider
+        windows = [*self.faults.timed, *self.faults.background.poisson]
+        if not remote and any(f.kind == "provider" for f in windows):
+            problems.append(
+                "faults: a provider fault needs checks on, with sanctions in checks.run and"
+                " checks.provider set (names screened at an external provider)"
+            )
         if problems:
             raise ValueError(problems[0])
         return self
 
 
-def node_names(topology: Topology) -> list[str]:
-    """The names faults and the nodes table use, in a stable order."""
+def node_names(topology: Topology, checks: Checks | None = None) -> list[str]:
+    """The names faults and the nodes table use, in a stable order (the check consumers, when
+    the checks run in parallel, last)."""
     return [
         *(f"gateway-{i + 1}" for i in range(topology.gateway.replicas)),
         *(f"payments-{i + 1}" for i in range(topology.payments.workers)),
         "ledger",
         "settlement",
         *(b.name for b in topology.bank_partners),
+        *(check_nodes(checks) if checks is not None else []),
     ]

@@ -15,8 +15,10 @@ import itertools
 import math
 import random
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from scenarios.schema import Amount, Workload
+if TYPE_CHECKING:  # schema.py imports fraud.py, which draws from here
+    from scenarios.schema import Amount, Workload
 
 
 def account_ids(count: int) -> list[str]:

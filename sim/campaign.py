@@ -1,23 +1,19 @@
-"""Seed campaigns: one scenario across many seeds, in a pool of worker processes.
+"""Seed campaigns: one scenario across many seeds, and what the campaign sums up.
 
 One seed explores one interleaving of arrivals and faults; a safety claim needs thousands. Every
 seed is independent and deterministic, so a campaign is embarrassingly parallel: each worker
 runs a seed and sends back a small `SeedOutcome` (never the run's tables), and the parent only
-counts. Workers are started with `forkserver` (or `spawn`), never `fork`: a forked child would
-inherit the parent's threads and half-written state, and what a seed computes must not depend on
-what the parent happened to hold. Outcomes are sorted by seed, so the campaign summary is the
-same whatever the number of jobs or the order in which seeds finish.
+counts. Outcomes are sorted by seed, so the campaign summary is the same whatever the number of
+jobs, the machines they ran on, or the order in which seeds finish.
 
-What judging one seed means (simulate, audit, write the record of a failure) belongs to the
-caller (`testbed/seeds.py`), which passes a module-level function the workers can import.
+Where seeds run (this process, a local pool, a Dask cluster) is the executor's business
+(`testbed/executors.py`), and what judging one seed means (simulate, audit, write the record of
+a failure) is the caller's (`testbed/judge.py`); this module holds only what they exchange.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,45 +56,6 @@ class SeedOutcome:
     wall: float = field(compare=False)
 
 
-Judge = Callable[[CampaignJob, int], SeedOutcome]
-"""Runs one seed of the job; must be a module-level function so that workers can import it."""
-
-
-def pool_context() -> multiprocessing.context.BaseContext:
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-
-
-def default_jobs() -> int:
-    return os.cpu_count() or 1
-
-
-def run_seeds(judge: Judge, job: CampaignJob, seeds: range, jobs: int) -> Iterator[SeedOutcome]:
-    """Outcomes as seeds finish (in no particular order). One job runs in this process.
-
-    At most two seeds per worker are in flight, so a campaign of a million seeds does not hold
-    a million futures.
-    """
-    if jobs == 1:
-        for seed in seeds:
-            yield judge(job, seed)
-        return
-    pending = iter(seeds)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=pool_context()) as pool:
-        running: set[Future[SeedOutcome]] = set()
-        for seed in pending:
-            running.add(pool.submit(judge, job, seed))
-            if len(running) >= 2 * jobs:
-                break
-        while running:
-            done, running = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
-                following = next(pending, None)
-                if following is not None:
-                    running.add(pool.submit(judge, job, following))
-
-
 def _spread(values: list[float]) -> dict[str, float | None]:
     """p50, p99 and max of per-seed values (None when no seed had one)."""
     if not values:
@@ -116,13 +73,15 @@ def campaign_summary(
     *,
     scenario: str,
     bugs: list[str],
-    jobs: int,
+    jobs: int | None,
+    scheduler: str | None,
     wall: float,
     reproduce: Callable[[int], str],
 ) -> dict[str, Any]:
     """campaign.json: counts, failures by kind, the latency spread across seeds, wall time.
 
-    Everything but the wall-time fields depends only on the scenario and the seeds.
+    Everything but the machine's side (`WALL_FIELDS`: local jobs, or the Dask scheduler the seeds
+    ran on, and wall time) depends only on the scenario and the seeds.
     """
     ordered = sorted(outcomes, key=lambda o: o.seed)
     failed = [o for o in ordered if not o.ok]
@@ -167,10 +126,11 @@ def campaign_summary(
             for o in failed
         ],
         "jobs": jobs,
+        "scheduler": scheduler,
         "wall_seconds": round(wall, 3),
         "seeds_per_minute": round(60 * len(ordered) / wall, 2) if wall > 0 else None,
     }
 
 
-WALL_FIELDS = ("jobs", "wall_seconds", "seeds_per_minute")
+WALL_FIELDS = ("jobs", "scheduler", "wall_seconds", "seeds_per_minute")
 """The fields of campaign.json that depend on the machine, not on the seeds."""

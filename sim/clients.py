@@ -15,12 +15,13 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import simpy
 
 from reference_impl.service.accept import PaymentRequest, request_hash
+from scenarios.fraud import FraudPayment, request_names
 from scenarios.schema import Workload
 from scenarios.workload import ZipfAccounts, account_ids, draw_amount, rate_segments, tenant_ids
 
@@ -74,8 +75,11 @@ class Clients:
         self.tenants = tenant_ids(workload.tenants)
         self.accounts = account_ids(workload.accounts)
         self.zipf = ZipfAccounts(workload.accounts, workload.zipf)
+        self.names = workload.fraud is not None and workload.fraud.names
         self.requests: list[Request] = []
         self.attempts: list[Attempt] = []
+        self.labels: list[tuple[str, str, str, str]] = []
+        """(key, tenant, pattern, case) of each fraudulent request, in the order sent."""
         self.open_requests = 0
         self._pending: deque[Attempt] = deque()
         self._watcher_wake: simpy.Event | None = None
@@ -96,29 +100,52 @@ class Clients:
                 yield env.timeout(gap)
                 self._new_request()
 
+    def fraud_arrivals(self, schedule: list[FraudPayment]) -> Generator[simpy.Event, Any, None]:
+        """The fraud schedule (scenarios/fraud.py), sent like any payment and labelled."""
+        env = self.env
+        for p in schedule:
+            if env.now < p.at:
+                yield env.timeout(p.at - env.now)
+            debtor_name, _ = request_names(self.workload, p.tenant, p.debtor, p.creditor)
+            body = PaymentRequest(
+                p.debtor, p.creditor, p.amount, self.workload.currency,
+                debtor_name=debtor_name, creditor_name=p.creditor_name,
+            )  # fmt: skip
+            req = self._open(p.tenant, body)
+            self.labels.append((req.key, p.tenant, p.pattern, p.case))
+
     def _new_request(self) -> None:
         rng = self.rng
         tenant = self.tenants[rng.randrange(len(self.tenants))]
         debtor, creditor = self.zipf.pair(rng)
         amount = draw_amount(self.workload.amount, rng)
-        body = PaymentRequest(
-            self.accounts[debtor], self.accounts[creditor], amount, self.workload.currency
-        )
+        debtor_id, creditor_id = self.accounts[debtor], self.accounts[creditor]
+        body = PaymentRequest(debtor_id, creditor_id, amount, self.workload.currency)
+        if self.names:
+            names = request_names(self.workload, tenant, debtor_id, creditor_id)
+            body = replace(body, debtor_name=names[0], creditor_name=names[1])
+        req = self._open(tenant, body)
+        if self.client.duplicate_probability and rng.random() < self.client.duplicate_probability:
+            self._send(req)  # a double submit: same key, same body, at the same moment
+
+    def _open(self, tenant: str, body: PaymentRequest) -> Request:
+        """A new request with the next key, sent now."""
         # What a client sends (docs/api.md), hashed as the API hashes it.
-        digest = request_hash(
-            {
-                "debtor_account": body.debtor_account,
-                "creditor_account": body.creditor_account,
-                "amount": amount,
-                "currency": body.currency,
-            }
-        )
-        req = Request(f"k{len(self.requests) + 1}", tenant, body, digest, self.env.now)
+        wire: dict[str, Any] = {
+            "debtor_account": body.debtor_account,
+            "creditor_account": body.creditor_account,
+            "amount": body.amount,
+            "currency": body.currency,
+        }
+        if body.debtor_name:
+            wire["debtor_name"] = body.debtor_name
+        if body.creditor_name:
+            wire["creditor_name"] = body.creditor_name
+        req = Request(f"k{len(self.requests) + 1}", tenant, body, request_hash(wire), self.env.now)
         self.requests.append(req)
         self.open_requests += 1
         self._send(req)
-        if self.client.duplicate_probability and rng.random() < self.client.duplicate_probability:
-            self._send(req)  # a double submit: same key, same body, at the same moment
+        return req
 
     def _send(self, req: Request) -> None:
         req.attempts += 1

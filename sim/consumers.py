@@ -32,7 +32,10 @@ from typing import Any
 
 import simpy
 
+from reference_impl.core.checks import CheckUnavailable, Decision
+from reference_impl.service.checkers import NameScreen
 from reference_impl.service.consumer import (
+    PROVIDER,
     Batch,
     External,
     Handle,
@@ -66,6 +69,35 @@ class PartitionLag:
 
 class PoisonedEvent(Exception):
     """A `poison` fault made handling this event fail."""
+
+
+@dataclass(slots=True)
+class ProviderCalls:
+    """The external screening provider a group calls once per batch it screens (bulk
+    screening, before the batch's unit of work): each call holds the consumer for `latency`
+    and fails with `error_rate`, drawn per call by `FlakyScreen`."""
+
+    latency: float
+    error_rate: float
+    rng: random.Random
+
+
+@dataclass(frozen=True, slots=True)
+class FlakyScreen:
+    """A name screen behind the sim's provider: the real screen's answer, or CheckUnavailable
+    as often as the provider fails (the sanctions check then decides review)."""
+
+    inner: NameScreen
+    calls: ProviderCalls
+    remote = True
+
+    def decide(self, name: str) -> Decision:
+        return self.decide_many([name])[0]
+
+    def decide_many(self, names: Sequence[str]) -> list[Decision]:
+        if self.calls.error_rate > 0 and self.calls.rng.random() < self.calls.error_rate:
+            raise CheckUnavailable("provider failed (simulated)")
+        return [self.inner.decide(n) for n in names]
 
 
 class PoisonWindow:
@@ -126,7 +158,10 @@ class SimGroup:
         self.clock = clock
         self.partitions = partitions
         self.poisons: list[PoisonWindow] = []
+        self.provider: ProviderCalls | None = None
+        """The screening provider this group calls, if it screens names at one."""
         self._heads: dict[int, int] = {}
+        """Each partition's events so far in the topics the members fetch, at the last sample."""
         self.delivered_upto: dict[tuple[str, int], int] = {}
         self.deliveries = 0
         self.redeliveries = 0
@@ -182,7 +217,11 @@ class SimGroup:
     def observe(
         self, uow: UnitOfWork, samples: dict[str, NodeSample], interval: float
     ) -> list[PartitionLag]:
-        """Each partition's lag now, and each member node's lag and headroom in `samples`."""
+        """Each partition's lag now, and each member node's lag and headroom in `samples`.
+
+        Headroom counts every event the member fetched and committed past, handled or skipped,
+        against every event that arrived in the topics it fetches: a skipped event costs the
+        node its skip cost, and a node that keeps up passes over as many events as arrive."""
         now = self.env.now
         heads = {t: uow.log_heads(t) for t in sorted(self.topics)}
         owners = {c.partition: c.member for c in uow.list_claims(self.name)}
@@ -200,8 +239,8 @@ class SimGroup:
             if sample is None:
                 continue
             held = driver.member.assignment if driver.member is not None else {}
-            handled = sum(m.stats.events for m in driver.incarnations)
-            done, driver.handled_seen = handled - driver.handled_seen, handled
+            passed = sum(m.stats.events + m.stats.skipped for m in driver.incarnations)
+            done, driver.passed_seen = passed - driver.passed_seen, passed
             busy = sample.utilization * interval * sample.workers
             incoming = sum(arrived[p] for p in held) / interval
             headroom = (done / busy) / incoming if done and busy and incoming else math.nan
@@ -226,7 +265,8 @@ class MemberDriver:
         self.clock: Clock = group.clock or SimClock(group.env)
         self.member: Member | None = None
         self.incarnations: list[Member] = []
-        self.handled_seen = 0
+        self.passed_seen = 0
+        """Events its incarnations handled or skipped, at the last sample."""
         self._process: simpy.Process | None = None
         self._wake: simpy.Event | None = None
         node.on_crash.append(self._crashed)
@@ -296,7 +336,10 @@ class MemberDriver:
 
     def work(self, op: Work) -> Any:
         group = self.group
-        yield self.node.compute(group.times.work(op.stage).sample(self.rng, op.items, op.skipped))
+        items: float = op.items
+        if op.light:  # a fraction of an item's work each
+            items += op.light * (group.times.light_weight - 1)
+        yield self.node.compute(group.times.work(op.stage).sample(self.rng, items, op.skipped))
         yield self.env.timeout(group.network.rtt(self.node.zone, group.ledger.zone))
 
     def write(self, op: Write) -> Any:
@@ -350,6 +393,10 @@ class _StepJob(Job):
                     else:
                         assert isinstance(op, External)
                         value = op.fn()
+                        provider = d.group.provider
+                        if op.target == PROVIDER and provider is not None:
+                            # each call blocks the consumer for the provider's latency
+                            yield d.env.timeout(provider.latency * value)
                 except simpy.Interrupt:
                     raise  # the node crashed: the step dies with it
                 except Exception as e:

@@ -106,6 +106,24 @@ def partitions(run: SimRun) -> pd.DataFrame:
     return frame(rows, cols, ["at", "group", "partition"])
 
 
+def labels(run: SimRun) -> pd.DataFrame:
+    """The injected fraud's requests, in the order they were sent (no rows without fraud: the
+    record then has no labels table)."""
+    rows = [
+        {"key": key, "tenant": tenant, "pattern": pattern, "case": case}
+        for key, tenant, pattern, case in run.system.clients.labels
+    ]
+    return frame(rows, ["key", "tenant", "pattern", "case"], [])
+
+
+def decisions(run: SimRun) -> pd.DataFrame:
+    """The checks' decisions announced in the log (no rows with the checks off)."""
+    events = run.system.ledger.store.table("events")
+    return rt.decisions(
+        e for (topic, _p, _o), e in sorted(events.items()) if topic in rt.DECISION_TOPICS
+    )
+
+
 def tables(run: SimRun) -> dict[str, pd.DataFrame]:
     return {
         "requests": requests(run),
@@ -118,13 +136,17 @@ def tables(run: SimRun) -> dict[str, pd.DataFrame]:
         "faults": faults(run),
         "nodes": nodes(run),
         "partitions": partitions(run),
+        "labels": labels(run),
+        "decisions": decisions(run),
     }
 
 
 def meta(run: SimRun, scenario_name: str) -> dict[str, Any]:
     """Deterministic facts about the run (no wall clock, no host: those break replay)."""
     system = run.system
+    checks = system.scenario.checks
     return {
+        **({"checks": checks.meta()} if checks.on else {}),
         "mode": "sim",
         "seed": system.seed,
         "scenario": scenario_name,

@@ -35,13 +35,16 @@ from scenarios.fault_specs import (
     PartnerChaos,
     Pause,
     Poison,
+    ProviderTrouble,
     Rebalance,
+    RedisDown,
     Reorder,
     ZoneOutage,
 )
 from scenarios.schema import Scenario
 from scenarios.units import format_duration
 from sim.consumers import SimGroup
+from sim.gateway import Gateway
 from sim.ledger import LedgerNode
 from sim.network import MessageFault, Network
 from sim.node import Node
@@ -67,6 +70,7 @@ class Plant(Protocol):
     streams: Streams
     network: Network
     ledger: LedgerNode
+    gateway: Gateway
     nodes: list[Node]
     groups: list[SimGroup]
     settlement: SettlementWorker
@@ -163,10 +167,29 @@ class FaultInjector:
             return self._rebalance(f)
         if isinstance(f, Poison):
             return self._poison(f)
+        if isinstance(f, ProviderTrouble):
+            return self._provider(f)
         if isinstance(f, PartnerChaos):
             return self._partner(f)
+        if isinstance(f, RedisDown):
+            return self._redis()
         assert isinstance(f, ClockSkew)  # leader-failover never validates
         return self._clock_skew(f)
+
+    def _redis(self) -> tuple[str, str, Undo]:
+        """The shared rate limit's Redis is down: the gateway fails closed (503) until it is
+        back, empty (every tenant's bucket full again). The schema allows the fault only with a
+        shared limit."""
+        limits = self.plant.gateway.limits
+        assert limits is not None and limits.spec.shared
+        limits.redis_down = True
+        before = limits.unavailable
+
+        def restart() -> str:
+            limits.redis_restarted()
+            return f"{limits.unavailable - before} requests answered 503; buckets full again"
+
+        return "redis", "killed; the gateway fails closed", restart
 
     def _node_fault(self, f: Crash | Pause) -> tuple[str, str, Undo]:
         if isinstance(f, Crash):
@@ -314,6 +337,17 @@ class FaultInjector:
             return f"{group.stats('fenced') - fenced} batches fenced"
 
         return name, f"{revoked} claims revoked", rejoined
+
+    def _provider(self, f: ProviderTrouble) -> tuple[str, str, Undo]:
+        [provider] = [g.provider for g in self.plant.groups if g.provider is not None]
+        before = (provider.latency, provider.error_rate)
+        provider.latency, provider.error_rate = f.latency, f.error_rate
+
+        def back() -> str:
+            provider.latency, provider.error_rate = before
+            return "provider as configured again"
+
+        return "provider", f"latency {f.latency:g}s, error rate {f.error_rate:g}", back
 
     def _poison(self, f: Poison) -> tuple[str, str, Undo]:
         group = next(g for g in self.plant.groups if g.name == f.group)

@@ -10,6 +10,11 @@ Two bug-zoo variants split that one unit of work in two, with a commit's time be
 concurrent request or a crash can fall into the gap: `idempotency-race` looks the key up in
 one unit of work and inserts in the next; `publish-before-commit` publishes the payment to the
 workers in one and records the key's answer in the next.
+
+With `topology.gateway.rate_limit` each request first takes a token from its tenant's bucket
+(`RateLimits`: the real gateway's TokenBucket on the simulated clock), before any CPU is spent:
+over the limit it is answered 429 (the client retries it like a 5xx, as real clients do), and
+while a shared limit's Redis is down (a `redis` fault) 503, since the real limiter fails closed.
 """
 
 from __future__ import annotations
@@ -18,10 +23,15 @@ import random
 from collections.abc import Callable
 from functools import partial
 
+import simpy
+
+from reference_impl.adapters.rate_limit import TokenBucket
 from reference_impl.core.errors import InvalidInput
 from reference_impl.service.accept import Acceptance, accept_payment, record_answer, replay_for
 from reference_impl.service.payments import PaymentsConfig
+from scenarios.schema import RateLimit
 from sim.clients import Attempt, Clients
+from sim.consumers import SimClock
 from sim.ledger import LedgerNode
 from sim.network import CLIENT_ZONE, Network
 from sim.node import Job, JobRun, Node, NodeDown
@@ -29,6 +39,44 @@ from sim.service_times import ServiceTimes
 
 Accepted = Callable[[Acceptance, str], None]
 """Told of each new payment (not of replays): the acceptance and the debtor's event key."""
+
+
+class RateLimits:
+    """Per-tenant token buckets in simulated time: one set for every replica when the limit is
+    shared (Redis in load mode), one per replica otherwise (each process its own TokenBucket).
+
+    While the shared limit's Redis is down the real `RedisTokenBucket` raises and the gateway
+    answers 503 (fail closed); Redis comes back empty, so every bucket starts full again."""
+
+    def __init__(self, env: simpy.Environment, spec: RateLimit) -> None:
+        self.spec = spec
+        self.clock = SimClock(env)
+        self.redis_down = False
+        self.limited = 0
+        """Requests answered 429."""
+        self.unavailable = 0
+        """Requests answered 503 because Redis was down."""
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def check(self, replica: str, tenant: str) -> int:
+        """0 when the request may proceed, else the status to answer (429 or 503)."""
+        if self.spec.shared and self.redis_down:
+            self.unavailable += 1
+            return 503
+        key = "" if self.spec.shared else replica
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(self.spec.rate, self.spec.tokens, self.clock)
+        allowed, _retry_after = bucket.allow(tenant)
+        if allowed:
+            return 0
+        self.limited += 1
+        return 429
+
+    def redis_restarted(self) -> None:
+        """Redis is back, without the buckets it held."""
+        self.redis_down = False
+        self._buckets.clear()
 
 
 class Gateway:
@@ -41,6 +89,7 @@ class Gateway:
         rng: random.Random,
         config: PaymentsConfig,
         accepted: Accepted,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         self.replicas = replicas
         self.ledger = ledger
@@ -50,6 +99,7 @@ class Gateway:
         self.config = config
         self.accepted = accepted
         self.clients: Clients | None = None
+        self.limits = RateLimits(ledger.env, rate_limit) if rate_limit is not None else None
         self._next = 0
         self._ids = 0
 
@@ -123,6 +173,12 @@ class _Accept(Job):
     def run(self) -> JobRun:
         gw, node, attempt = self.gateway, self.node, self.attempt
         ledger = gw.ledger
+        if gw.limits is not None:
+            refused = gw.limits.check(node.name, attempt.request.tenant)
+            if refused:
+                outcome = "rate_limited" if refused == 429 else "error"
+                gw._reply(node.zone, attempt, refused, "", outcome)
+                return
         # The ledger round trip is folded into the hold: links have no queue of their own.
         yield node.compute(gw.times.gateway_accept.sample(gw.rng))
         yield node.env.timeout(gw.network.rtt(node.zone, ledger.zone))

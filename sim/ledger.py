@@ -143,7 +143,9 @@ class LedgerNode:
         self.zone = zones[0]
         replication = "none" if spec.replicas == 0 else spec.replication
         self.store = MemoryStore(replication=replication)
-        self.node = Node(env, self.name, "ledger", self.zone, spec.connections)
+        self.node = Node(
+            env, self.name, "ledger", self.zone, times.ledger_writers or spec.connections
+        )
         self.network = network
         self.cost = times.ledger_commit
         self.rng = streams.get("ledger")

@@ -64,7 +64,9 @@ class Network:
         """Messages and store calls that a cut link stopped."""
 
     def latency(self, a: str, b: str) -> float:
-        if CLIENT_ZONE in (a, b):
+        if b == CLIENT_ZONE and self.times.client_back is not None:
+            base = self.times.client_back.sample(self.rng)
+        elif CLIENT_ZONE in (a, b):
             base = self.times.client.sample(self.rng)
         elif a == b:
             base = self.times.same_zone.sample(self.rng)

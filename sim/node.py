@@ -107,6 +107,8 @@ class Node:
         self.area_in_system = 0.0
         self.cpu_seconds = 0.0
         """Service time the node's jobs spent on its own work (see `compute`)."""
+        self.host: simpy.Resource | None = None
+        """The cores this node shares with the others on its host; None: a CPU of its own."""
         self._sampled = (0.0, 0.0)
         self._last = env.now
         self._start_workers()
@@ -224,9 +226,12 @@ class Node:
             hook()
 
     def compute(self, seconds: float) -> simpy.Event:
-        """Hold the current job's worker for `seconds` of the node's own work (its CPU)."""
+        """Hold the current job's worker for `seconds` of the node's own work (its CPU); on a
+        shared host, for a free core first."""
         self.cpu_seconds += seconds
-        return self.env.timeout(seconds)
+        if self.host is None:
+            return self.env.timeout(seconds)
+        return self.env.process(on_core(self.env, self.host, seconds))
 
     def running(self) -> simpy.Event:
         """An event that fires when the node is not paused (at once if it is not)."""
@@ -260,3 +265,13 @@ class Node:
     def close_books(self) -> None:
         """Bring the time integrals up to now (before reading them)."""
         self._tick()
+
+
+def on_core(
+    env: simpy.Environment, host: simpy.Resource, seconds: float
+) -> Generator[simpy.Event, Any, None]:
+    """`seconds` of CPU on one of the host's cores, once one is free (first come, first
+    served: the cores of one machine, which every process on it competes for)."""
+    with host.request() as core:
+        yield core
+        yield env.timeout(seconds)

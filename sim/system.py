@@ -9,7 +9,9 @@ Everything random draws from a stream of the one seed.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import simpy
@@ -20,19 +22,29 @@ from reference_impl.core.events import (
     TOPIC_OF,
     PaymentEvent,
     PaymentFailed,
+    PaymentHeld,
     PaymentRejected,
     PaymentSettled,
     event_key,
 )
 from reference_impl.core.ledger import Account, Transfer
-from reference_impl.core.payments import TERMINAL
+from reference_impl.core.payments import AT_REST
 from reference_impl.core.screening import ScreeningRules
 from reference_impl.service.accept import Acceptance
+from reference_impl.service.checkers import SanctionsCheck
+from reference_impl.service.checks import Checker
+from reference_impl.service.compliance import CHECK_TOPICS
 from reference_impl.service.consumer import Member
 from reference_impl.service.groups import Identity
 from reference_impl.service.ledger import create_accounts, submit_transfers
-from reference_impl.service.members import GroupSettings, payments_member, reporting_member
+from reference_impl.service.members import (
+    GroupSettings,
+    check_member,
+    payments_member,
+    reporting_member,
+)
 from reference_impl.service.payments import (
+    CHECKED_TOPICS,
     PAYMENTS_GROUP,
     PAYMENTS_TOPICS,
     PaymentsConfig,
@@ -41,16 +53,17 @@ from reference_impl.service.payments import (
 from reference_impl.service.ports import Clock, partition_for
 from reference_impl.service.projector import REPORTING_GROUP, REPORTING_TOPICS
 from reference_impl.service.settlement import SETTLEMENT_GROUP, SETTLEMENT_TOPICS
+from scenarios.fraud import fraud_schedule
 from scenarios.schema import Scenario
 from scenarios.workload import account_ids, tenant_ids
 from sim import zoo
-from sim.clients import Clients
-from sim.consumers import PartitionLag, SimGroup
+from sim.clients import Attempt, Clients
+from sim.consumers import FlakyScreen, PartitionLag, ProviderCalls, SimGroup
 from sim.faults import FaultInjector
 from sim.gateway import Gateway
 from sim.ledger import LedgerNode
 from sim.network import Network
-from sim.node import Node, NodeSample
+from sim.node import Node, NodeSample, on_core
 from sim.rng import Streams
 from sim.service_times import DEFAULTS, ServiceTimes
 from sim.settlement import SettlementWorker
@@ -70,7 +83,24 @@ class System:
         zones = list(topo.zones)
         self.partitions = topo.event_log.partitions
         self.bugs = enabled(scenario.bugs)
-        self.config = PaymentsConfig(partitions=self.partitions, bugs=self.bugs)
+        checks = scenario.checks
+        self.checkers: list[Checker] = []
+        if checks.on:  # the watch list, rapidfuzz and the model only where checks run
+            from reference_impl.compliance import build_checkers
+
+            self.checkers = build_checkers(checks.settings())
+            times = times.scoring(self.checkers)
+        calls = None
+        if checks.on and checks.provider is not None and "sanctions" in checks.run:
+            p = checks.provider
+            calls = ProviderCalls(p.latency, p.error_rate, streams.get("provider"))
+            self.checkers = [
+                SanctionsCheck(FlakyScreen(c.screen, calls)) if isinstance(c, SanctionsCheck) else c
+                for c in self.checkers
+            ]
+        self.config = PaymentsConfig(self.partitions, bugs=self.bugs, checks=checks.config())
+        if checks.on and checks.mode == "sequential":
+            times = times.inline_checks(checks.run)
         self.screening = ScreeningRules()
         self.network = Network(env, times, streams.get("network"))
         ledger_spec = zoo.ledger_spec(topo.ledger, self.bugs)
@@ -93,6 +123,9 @@ class System:
         self.settings = GroupSettings(
             self.partitions, topo.payments.batch, topo.payments.session_timeout
         )
+        self.woken_by_commits = times.consumer_poll == 0
+        if not self.woken_by_commits:
+            self.settings = replace(self.settings, idle_poll=times.consumer_poll)
 
         def group(name: str, topics: Sequence[str], nodes: Sequence[Node], build: Any) -> SimGroup:
             return SimGroup(
@@ -111,12 +144,31 @@ class System:
 
         self.settlement = SettlementWorker(env, topo, streams.get, self.settings)
         self.projector = Node(env, "projector", "projector", zones[-1], 1)
-        self.payments = group(PAYMENTS_GROUP, PAYMENTS_TOPICS, self.consumers, self._payments)
+        # With the checks in parallel the payments members also read (and are woken by) the
+        # checks' decisions, as in the real runtime.
+        parallel = checks.on and checks.mode == "parallel"
+        payment_topics = CHECKED_TOPICS if parallel else PAYMENTS_TOPICS
+        self.payments = group(PAYMENTS_GROUP, payment_topics, self.consumers, self._payments)
         self.settlement_group = group(
             SETTLEMENT_GROUP, SETTLEMENT_TOPICS, [self.settlement.node], self._settlement
         )
         self.reporting = group(REPORTING_GROUP, REPORTING_TOPICS, [self.projector], self._reporting)
         self.groups = [self.payments, self.settlement_group, self.reporting]
+        self.check_nodes: list[Node] = []
+        if checks.on and checks.mode == "parallel":
+            for checker in self.checkers:
+                nodes = [
+                    Node(env, f"{checker.name}-{i + 1}", checker.name, zone(i), 1)
+                    for i in range(checks.workers)
+                ]
+                self.check_nodes += nodes
+                build = partial(self._check, checker)
+                self.groups.append(group(checker.name, CHECK_TOPICS, nodes, build))
+        if calls is not None:  # who calls the provider pays its latency
+            caller = self.payments
+            if checks.mode == "parallel":
+                caller = next(g for g in self.groups if g.name == "sanctions")
+            caller.provider = calls
         self.settlement.on_clock_change.append(self.settlement_group.wake_all)
         self.gateway = Gateway(
             self.gateways,
@@ -126,13 +178,14 @@ class System:
             streams.get("gateway"),
             self.config,
             self._accepted,
+            topo.gateway.rate_limit,
         )
         self.clients = Clients(
             env,
             scenario.workload,
             streams.get("arrivals"),
             streams.get("retries"),
-            self.gateway.route,
+            self._client_route(times),
         )
         self.gateway.clients = self.clients
         self.nodes: list[Node] = [
@@ -141,15 +194,45 @@ class System:
             self.ledger.node,
             self.settlement.node,
             self.projector,
+            *self.check_nodes,
         ]
         self.faults = FaultInjector(self)
         self._open_accounts()
 
+    def _client_route(self, times: ServiceTimes) -> Callable[[Attempt], None]:
+        """How a client's attempt reaches the gateway. With `host_cores`, every node but the
+        ledger shares one host's cores (a load run on one machine), and so does the load
+        generator: each attempt first costs it `client_cpu` on those cores."""
+        route = self.gateway.route
+        if not times.host_cores:
+            return route
+        env, host = self.env, simpy.Resource(self.env, capacity=times.host_cores)
+        for node in (
+            *self.gateways,
+            *self.consumers,
+            self.settlement.node,
+            self.projector,
+            *self.check_nodes,
+        ):
+            node.host = host
+        if not times.client_cpu:
+            return route
+
+        def from_host(attempt: Attempt) -> None:
+            env.process(on_core(env, host, times.client_cpu))
+            route(attempt)
+
+        return from_host
+
     # -- the members, as the real runtime builds them (reference_impl/service/members.py) ----
     def _payments(self, identity: Identity, clock: Clock) -> Member:
+        inline = self.checkers if self.config.checks.mode == "sequential" else ()
         return payments_member(
-            identity, clock, self.settings, self.config, self.screening, self._committed
+            identity, clock, self.settings, self.config, self.screening, self._committed, inline
         )
+
+    def _check(self, checker: Checker, identity: Identity, clock: Clock) -> Member:
+        return check_member(identity, clock, self.settings, checker, self.config, self._committed)
 
     def _settlement(self, identity: Identity, clock: Clock) -> Member:
         return self.settlement.member(identity, clock, self._committed)
@@ -159,7 +242,7 @@ class System:
         return reporting_member(
             identity,
             clock,
-            GroupSettings(settings.partitions, REPORTING_BATCH, settings.session_timeout),
+            replace(settings, batch_size=REPORTING_BATCH),
             self._committed,
             purge_tenants=tenant_ids(self.scenario.workload.tenants),
         )
@@ -194,12 +277,14 @@ class System:
             touched.add(
                 (TOPIC_OF[type(event).__name__], partition_for(event_key(event), self.partitions))
             )
-            if isinstance(event, PaymentRejected | PaymentFailed | PaymentSettled):
+            if isinstance(event, PaymentRejected | PaymentFailed | PaymentSettled | PaymentHeld):
                 self.open_payments.pop(event.payment_id, None)
         for topic, partition in sorted(touched):
             self._appended(topic, partition)
 
     def _appended(self, topic: str, partition: int) -> None:
+        if not self.woken_by_commits:  # the consumers find it at their next poll
+            return
         for group in self.groups:
             group.appended(topic, partition)
 
@@ -213,6 +298,9 @@ class System:
     ) -> None:
         env = self.env
         env.process(self.clients.arrivals(duration))
+        if self.scenario.workload.fraud is not None:
+            schedule = fraud_schedule(self.scenario.workload, duration, self.streams.get("fraud"))
+            env.process(self.clients.fraud_arrivals(schedule))
         env.process(self.clients.timeout_watcher())
         zoo.start(self)
         if self.scenario.topology.ledger.replicas and self.ledger.spec.replication == "async":
@@ -241,10 +329,16 @@ class System:
         if self.open_payments:
             # A commit whose answer was lost (or that survived a failed fsync) told nobody
             # what it emitted, so the store, not the notifications, says what is still open.
+            # Payments end roughly in the order they were accepted (the dict's order), so the
+            # check stops at the first one still open instead of reading every open payment
+            # on every drain step (it was a quarter of a run's time).
+            ended = []
             with self.ledger.store.unit_of_work() as uow:
-                self.open_payments = {
-                    pid: tenant
-                    for pid, tenant in self.open_payments.items()
-                    if (p := get_payment(uow, tenant, pid)) is None or p.status not in TERMINAL
-                }
+                for pid, tenant in self.open_payments.items():
+                    p = get_payment(uow, tenant, pid)
+                    if p is None or p.status not in AT_REST:
+                        break
+                    ended.append(pid)
+            for pid in ended:
+                del self.open_payments[pid]
         return not self.open_payments

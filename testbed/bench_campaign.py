@@ -18,8 +18,9 @@ from pathlib import Path
 
 from scenarios.loader import load_scenario
 from scenarios.schema import Scenario
-from sim.campaign import CampaignJob, default_jobs, run_seeds
-from testbed.judge import judge_seed
+from sim.campaign import CampaignJob
+from testbed.executors import default_jobs
+from testbed.judge import judge_seed, run_seeds
 
 SWARM = Path(__file__).resolve().parents[1] / "scenarios" / "catalog" / "swarm.yaml"
 TARGET_SEEDS = 1_000
@@ -59,7 +60,7 @@ def main() -> int:
     )
 
     start = time.perf_counter()
-    outcomes = list(run_seeds(judge_seed, job, range(1, args.seeds + 1), args.jobs))
+    outcomes = list(run_seeds(job, range(1, args.seeds + 1), args.jobs))
     wall = time.perf_counter() - start
     pooled = 60 * len(outcomes) / wall
     failed = sum(not o.ok for o in outcomes)

@@ -16,6 +16,8 @@ COMMAND_MODULES = (
     "testbed.gate",
     "testbed.compare",
     "testbed.sweep",
+    "testbed.calibrate",
+    "testbed.fraud_cmd",
 )
 
 

@@ -1,13 +1,15 @@
 """Where independent jobs run: in this process, on a local process pool, or on a Dask cluster.
 
-Sweeps (and campaigns, which have their own pool in sim/campaign.py) are embarrassingly
-parallel: each job is a module-level function applied to one picklable item, returning a small
-result. `run_jobs` hides where that happens and yields `(index, result)` as jobs finish, in no
+Sweeps and seed campaigns are embarrassingly parallel: each job is a module-level function
+(or a `functools.partial` of one) applied to one picklable item, returning a small result.
+`run_jobs` hides where that happens and yields `(index, result)` as jobs finish, in no
 particular order; callers sort by index, so what they write does not depend on scheduling.
 
 - one job: in this process (no pickling; simplest to debug);
-- a local pool: `forkserver` (or `spawn`) workers, never `fork`, with at most two jobs per
-  worker in flight;
+- a local pool: `forkserver` (or `spawn`) workers, never `fork` (a forked child would inherit
+  the parent's threads and half-written state, and what a job computes must not depend on what
+  the parent happened to hold), with at most two jobs per worker in flight, so a campaign of a
+  million seeds does not hold a million futures;
 - `--scheduler tcp://HOST:8786`: a dask.distributed cluster. Its workers must be able to import
   this project (the same virtualenv on every machine, e.g. `dask worker tcp://HOST:8786` started
   from it), and each job's result travels back to this process.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import TypeVar
@@ -36,11 +39,38 @@ def default_jobs() -> int:
     return os.cpu_count() or 1
 
 
+def check_executor(jobs: int | None, scheduler: str | None) -> None:
+    """`--jobs` and `--scheduler` before anything runs: a local pool's size or a cluster, not
+    both, since a cluster runs as many jobs at once as its workers have threads."""
+    if scheduler is None:
+        if jobs is not None and jobs < 1:
+            raise ExecutorError(f"--jobs: must be at least 1, got {jobs}")
+        return
+    if jobs is not None:
+        raise ExecutorError(
+            "--jobs: not with --scheduler (a Dask cluster runs as many jobs at once as its "
+            "workers have threads)"
+        )
+    check_scheduler(scheduler)
+
+
 def check_scheduler(address: str) -> None:
     if not _ADDRESS.match(address):
         raise ExecutorError(
             f"--scheduler: must be a Dask scheduler address like tcp://HOST:8786, got {address!r}"
         )
+
+
+def _probe(address: str) -> None:
+    """Fail at once on a scheduler nobody listens at (refused, unknown host), rather than after
+    the Dask client's 15 s of retries; a host that does not answer still takes the timeout."""
+    where = address.split("://", 1)[1]
+    host, _, port = where.rpartition(":") if ":" in where else (where, "", "8786")
+    try:
+        socket.create_connection((host, int(port)), timeout=15).close()
+    except OSError as e:
+        reason = e.strerror or str(e) or type(e).__name__
+        raise ExecutorError(f"--scheduler: cannot reach {address}: {reason}") from None
 
 
 def run_jobs(
@@ -84,16 +114,36 @@ def _on_pool(fn: Callable[[T], R], items: Sequence[T], jobs: int) -> Iterator[tu
 
 
 def _on_dask(fn: Callable[[T], R], items: Sequence[T], address: str) -> Iterator[tuple[int, R]]:
+    """Like the local pool, at most two jobs per worker thread in flight, so a campaign of a
+    million seeds does not hold a million tasks on the scheduler; counted again as each job
+    finishes, so workers that join midway get work."""
     check_scheduler(address)
+    _probe(address)
     from distributed import Client, as_completed
+    from distributed import Future as DaskFuture
 
     try:
         client = Client(address, timeout="15s", set_as_default=False)  # type: ignore[no-untyped-call]
     except (OSError, TimeoutError) as e:
         raise ExecutorError(f"--scheduler: cannot reach {address}: {e}") from None
     try:
-        futures = {client.submit(fn, item, pure=False): i for i, item in enumerate(items)}
-        for future in as_completed(futures, loop=client.loop):  # type: ignore[no-untyped-call]
-            yield futures[future], future.result()
+        pending = iter(enumerate(items))
+        running: dict[DaskFuture[R], int] = {}
+        finished = as_completed(loop=client.loop)  # type: ignore[no-untyped-call]
+
+        def top_up() -> None:
+            threads = sum(client.nthreads().values())  # type: ignore[no-untyped-call]
+            while len(running) < 2 * max(threads, 1):
+                nxt = next(pending, None)
+                if nxt is None:
+                    return
+                future = client.submit(fn, nxt[1], pure=False)
+                running[future] = nxt[0]
+                finished.add(future)  # type: ignore[no-untyped-call]
+
+        top_up()
+        for future in finished:
+            yield running.pop(future), future.result()
+            top_up()
     finally:
         client.close()  # type: ignore[no-untyped-call]

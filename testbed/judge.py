@@ -1,17 +1,21 @@
 """One seed, simulated and audited in memory: what a campaign, shrinking and the zoo tests share.
 
-`testbed seeds` judges every seed of a campaign with `judge_seed` (in worker processes), and
-`testbed shrink` re-runs a failing seed with `audit_seed` for every trial. Both live here, below
-the two commands, so neither command imports the other to reach them.
+`testbed seeds` judges every seed of a campaign with `judge_seed`, wherever the executor runs
+it (`run_seeds`), and `testbed shrink` re-runs a failing seed with `audit_seed` for every
+trial. Both live here, below the two commands, so neither command imports the other to reach
+them.
 """
 
 from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sim.campaign import CampaignJob, FirstViolation, SeedOutcome
+from testbed.executors import run_jobs
 from testbed.run import write_run
 
 if TYPE_CHECKING:
@@ -38,6 +42,15 @@ def simulate_and_audit(
     result = simulate(scenario, seed)
     tables, meta = export.tables(result), export.meta(result, name)
     return tables, meta, audit(RunRecord.from_tables(tables, meta))
+
+
+def run_seeds(
+    job: CampaignJob, seeds: range, jobs: int, scheduler: str | None = None
+) -> Iterator[SeedOutcome]:
+    """Every seed's outcome as it finishes (in no particular order): one job in this process,
+    more on a local pool, or on the Dask cluster at `scheduler` (testbed/executors.py)."""
+    for _, outcome in run_jobs(partial(judge_seed, job), seeds, jobs, scheduler):
+        yield outcome
 
 
 def judge_seed(job: CampaignJob, seed: int) -> SeedOutcome:

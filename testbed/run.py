@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from scenarios.schema import Scenario
+    from sim.calibration import Calibration
 
 RUNS = Path("runs")
 
@@ -43,7 +44,8 @@ def _ms(seconds: Any) -> str:
 
 
 def verdict_tables(summary: dict[str, Any]) -> list[Table]:
-    """Latency percentiles, then the checks: throughput, outcomes, audit and each SLO."""
+    """Latency percentiles, then the checks: throughput, outcomes, audit and each SLO; with
+    the compliance checks on, how they did against the labelled fraud."""
     m = summary["metrics"]
     latency = Table(title=f"{summary['scenario']} (seed {summary['seed']}): latency")
     latency.add_column("")
@@ -66,7 +68,18 @@ def verdict_tables(summary: dict[str, Any]) -> list[Table]:
     checks.add_row("audit", found, _mark(summary["audit"]["ok"]))
     for slo in summary["slos"]:
         checks.add_row(f"SLO {slo['slo']}", _slo_value(slo), _mark(slo["passed"]))
-    return [latency, checks]
+    from reports.metrics import generator_row
+    from testbed.summary import detection_table, load_tables
+
+    if "generator" in summary:  # a load run's
+        label, value, bound = generator_row(summary["generator"])
+        checks.add_row(label, value, "[yellow]bound[/yellow]" if bound else "")
+        if bound:
+            reason = summary["generator"]["reason"]
+            checks.caption = f"the load generator was the bottleneck: {reason}"
+    detected = detection_table(summary)
+    tables = [latency, checks] if detected is None else [latency, checks, detected]
+    return [*tables, *load_tables(summary)]
 
 
 def _slo_value(slo: dict[str, Any]) -> str:
@@ -138,6 +151,7 @@ def run(
         int | None,
         typer.Option(min=1, max=65535, help="load: the gateway's port (default: a free one)"),
     ] = None,
+    calibration: CalibrationOption = None,
 ) -> None:
     """Run a scenario, write its run record, audit it and check its SLOs."""
     err = Console(stderr=True)
@@ -145,6 +159,7 @@ def run(
     try:
         check_mode(mode)
         load = load_options(mode, store, target, api_key, locust_workers, port)
+        fitted = open_calibration(mode, calibration)
     except ValueError as e:
         fail_input(err, [str(e)])
     if seed is not None and not 0 <= seed < 2**63:
@@ -169,7 +184,7 @@ def run(
     the_seed = loaded.scenario.seed if seed is None else seed
     run_dir = out if out is not None else next_run_dir(RUNS, loaded.name, the_seed)
     try:
-        summary = run_scenario(mode, loaded, the_seed, run_dir, console, load)
+        summary = run_scenario(mode, loaded, the_seed, run_dir, console, load, fitted)
     except ValueError as e:
         fail_input(err, [str(e)])
     for table in verdict_tables(summary):
@@ -178,7 +193,7 @@ def run(
     if not summary["passed"]:
         console.print(
             f"[red]failed[/red]; reproduce with: testbed run {scenario} --seed {the_seed}"
-            f"{bug_flags(bug)}",
+            f"{bug_flags(bug)}{f' --calibration {calibration}' if calibration else ''}",
             soft_wrap=True,
         )
         raise typer.Exit(1)
@@ -235,6 +250,26 @@ def _target_keys(loaded: LoadedScenario, options: LoadOptions) -> dict[str, str]
     return keys
 
 
+CalibrationOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="sim: service times fitted to a load run (testbed calibrate) instead of defaults",
+        metavar="FILE",
+    ),
+]
+
+
+def open_calibration(mode: str, path: Path | None) -> Calibration | None:
+    """The --calibration file, read and checked (ValueError names the flag and the field)."""
+    if path is None:
+        return None
+    if mode != "sim":
+        raise ValueError("--calibration: sim mode only (a load run measures the real system)")
+    from sim.calibration import load_calibration
+
+    return load_calibration(path)
+
+
 def check_mode(mode: str) -> None:
     """ValueError naming --mode unless scenarios can run in `mode`."""
     if mode not in ("sim", "load"):
@@ -248,6 +283,7 @@ def run_scenario(
     run_dir: Path,
     console: Console,
     load: LoadOptions | None = None,
+    calibration: Calibration | None = None,
 ) -> dict[str, Any]:
     """One run of a scenario in `mode`, written to `run_dir`; returns its summary. The one entry
     point `testbed run` and every point of `testbed sweep` go through. ValueError (one line)
@@ -255,7 +291,7 @@ def run_scenario(
     check_mode(mode)
     if mode == "load":
         return execute_load(loaded, seed, run_dir, console, load or LoadOptions())
-    return execute(loaded, seed, run_dir, console)
+    return execute(loaded, seed, run_dir, console, calibration)
 
 
 def execute_load(
@@ -263,15 +299,19 @@ def execute_load(
 ) -> dict[str, Any]:
     """Run against real processes (or a target), write the record, audit; returns the summary.
 
-    The system could not be started, or the traffic not sent: ValueError with one line, and no
-    process left behind (the load runtime stops everything it started before it raises).
+    A topology the load runtime cannot honour (loadtest/topology.py), checked before any process
+    starts, a system that could not be started, or traffic not sent: ValueError with one line,
+    and no process left behind (the load runtime stops everything it started before it raises).
     """
     from loadtest.errors import TrafficError
     from loadtest.run import run_load
     from loadtest.system import SystemError_
+    from loadtest.topology import check_topology
     from reference_impl.service.ports import InvalidStoreURL, StoreError
 
     keys = _target_keys(loaded, options) if options.target else {}
+    if not options.target:  # a target runs its own topology
+        check_topology(loaded.scenario)
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -301,10 +341,18 @@ def execute_load(
     return write_run(run_dir, loaded.scenario, loaded.name, seed, result.tables, result.meta)
 
 
-def execute(loaded: LoadedScenario, seed: int, run_dir: Path, console: Console) -> dict[str, Any]:
-    """Simulate, write the run record, audit, write summary.json; returns the summary."""
+def execute(
+    loaded: LoadedScenario,
+    seed: int,
+    run_dir: Path,
+    console: Console,
+    calibration: Calibration | None = None,
+) -> dict[str, Any]:
+    """Simulate (with the calibration's service times, if any), write the run record, audit,
+    write summary.json; returns the summary."""
     from sim import export
     from sim.run import simulate
+    from sim.service_times import DEFAULTS
 
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -319,9 +367,12 @@ def execute(loaded: LoadedScenario, seed: int, run_dir: Path, console: Console) 
         def progress(now: float, horizon: float) -> None:
             bar.update(task, completed=now, total=horizon)
 
-        result = simulate(loaded.scenario, seed, progress)
+        times = DEFAULTS if calibration is None else calibration.times
+        result = simulate(loaded.scenario, seed, progress, times)
     tables = export.tables(result)
     meta = export.meta(result, loaded.name)
+    if calibration is not None:
+        meta["calibration"] = calibration.meta()
     return write_run(run_dir, loaded.scenario, loaded.name, seed, tables, meta)
 
 
@@ -355,6 +406,7 @@ def write_run(
         audited.to_json(),
         mode=meta["mode"],
         start=float(meta.get("started_at", 0.0)),
+        meta=meta,
     )
     (run_dir / "summary.json").write_text(dumps(summary))
     build_run_report(run_dir, record, audited.to_json())

@@ -3,12 +3,18 @@
 A seed passes when the audit finds no safety violation. Passing seeds leave nothing on disk but
 a line in campaign.json; a failing seed writes its full run record to DIR/seed-N, so it can be
 inspected, re-rendered or shrunk, and the command that reproduces it is printed. Exit codes:
-0 every seed passed, 1 a seed failed, 2 bad input.
+0 every seed passed, 1 a seed failed, 2 bad input (a bad flag, or a Dask scheduler that cannot
+be reached).
+
+Seeds run on a local process pool (`--jobs`), or on a Dask cluster with `--scheduler
+tcp://HOST:8786` (testbed/executors.py); either way the same seeds give the same campaign.json
+but for the machine's side (`sim.campaign.WALL_FIELDS`).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from functools import partial
 from pathlib import Path
@@ -19,8 +25,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from scenarios.loader import LoadedScenario, ScenarioError, load_scenario
-from sim.campaign import CampaignJob, SeedOutcome, default_jobs
-from testbed.judge import judge_seed
+from sim.campaign import CampaignJob, SeedOutcome
+from testbed.executors import ExecutorError, check_executor, default_jobs
+from testbed.judge import run_seeds
 from testbed.run import RUNS, BugOption, bug_flags, with_bugs
 
 MAX_SEED = 2**63
@@ -60,7 +67,12 @@ def seeds(
         int | None, typer.Option(help="first seed (default: the scenario's seed)")
     ] = None,
     jobs: Annotated[
-        int | None, typer.Option(help="worker processes (default: one per CPU)")
+        int | None,
+        typer.Option(help="local worker processes (default: one per CPU; not with --scheduler)"),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="run the seeds on a Dask cluster at tcp://HOST:8786", metavar="ADDR"),
     ] = None,
     bug: BugOption = None,
     out: Annotated[
@@ -71,7 +83,7 @@ def seeds(
         bool, typer.Option("--shrink", help="shrink the first failing seed to DIR/shrunk.yaml")
     ] = False,
 ) -> None:
-    """Run a scenario across seeds in a process pool and audit every seed."""
+    """Run a scenario across seeds, on a process pool or a Dask cluster, and audit every seed."""
     err = Console(stderr=True)
     console = Console()
     try:
@@ -83,20 +95,29 @@ def seeds(
     except ValueError as e:
         _bad_input(err, str(e))
     first = loaded.scenario.seed if start is None else start
-    workers = default_jobs() if jobs is None else jobs
     if count < 1:
         _bad_input(err, f"--count: must be at least 1, got {count}")
-    if workers < 1:
-        _bad_input(err, f"--jobs: must be at least 1, got {workers}")
+    try:
+        check_executor(jobs, scheduler)
+    except ExecutorError as e:
+        _bad_input(err, str(e))
     if first < 0 or first + count > MAX_SEED:
         _bad_input(err, "--start: seeds must lie between 0 and 2^63-1")
     campaign_dir = out if out is not None else next_campaign_dir(RUNS, loaded.name, first)
     if campaign_dir.exists() and not campaign_dir.is_dir():
         _bad_input(err, f"--out: {campaign_dir} exists and is not a directory")
+    if scheduler is not None:
+        campaign_dir = campaign_dir.resolve()  # failing seeds are written by workers elsewhere
+    created = not campaign_dir.exists()
     campaign_dir.mkdir(parents=True, exist_ok=True)
-    summary = run_campaign(
-        loaded, scenario, range(first, first + count), workers, bug, campaign_dir, console
-    )
+    workers = default_jobs() if jobs is None else jobs
+    try:
+        summary = run_campaign(loaded, scenario, range(first, first + count), workers, scheduler,
+                               bug, campaign_dir, console)  # fmt: skip
+    except ExecutorError as e:  # the cluster cannot be reached: raised before any seed runs
+        if created:
+            shutil.rmtree(campaign_dir)
+        _bad_input(err, str(e))
     recorded = [f["run_dir"] for f in summary["failures"] if f["run_dir"]]
     if shrink and recorded:
         from testbed.shrink import shrink_run
@@ -112,13 +133,17 @@ def run_campaign(
     path: Path,
     seed_range: range,
     jobs: int,
+    scheduler: str | None,
     bug: list[str] | None,
     campaign_dir: Path,
     console: Console,
 ) -> dict[str, Any]:
-    """Run the seeds with a progress bar, print each failure, write campaign.json."""
+    """Run the seeds with a progress bar, print each failure, write campaign.json.
+
+    With a `scheduler`, `jobs` is unused: the cluster's workers decide how many seeds run at once.
+    """
     from reports.campaign_report import build_campaign_report, write_seeds_csv
-    from sim.campaign import campaign_summary, run_seeds
+    from sim.campaign import campaign_summary
 
     job = CampaignJob(loaded.scenario, loaded.name, campaign_dir)
 
@@ -135,8 +160,9 @@ def run_campaign(
         TimeElapsedColumn(),
         console=console,
     ) as bar:
-        task = bar.add_task(f"{loaded.name}, {jobs} jobs", total=len(seed_range), failed=0)
-        for outcome in run_seeds(judge_seed, job, seed_range, jobs):
+        where = f"on {scheduler}" if scheduler else f"{jobs} jobs"
+        task = bar.add_task(f"{loaded.name}, {where}", total=len(seed_range), failed=0)
+        for outcome in run_seeds(job, seed_range, jobs, scheduler):
             outcomes.append(outcome)
             failed = sum(not o.ok for o in outcomes)
             bar.update(task, advance=1, failed=failed)
@@ -151,7 +177,8 @@ def run_campaign(
         outcomes,
         scenario=loaded.name,
         bugs=list(loaded.scenario.bugs),
-        jobs=jobs,
+        jobs=None if scheduler else jobs,
+        scheduler=scheduler,
         wall=time.perf_counter() - started,
         reproduce=reproduce,
     )

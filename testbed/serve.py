@@ -12,6 +12,7 @@ commit their current batch.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -23,6 +24,7 @@ import typer
 
 if TYPE_CHECKING:  # imported when the command runs, so `testbed --help` stays fast
     from reference_impl.runtime import Runtime
+    from reference_impl.service.checks import CheckerSettings, ChecksConfig
 
 DEFAULT_DATA_DIR = Path("data")
 
@@ -86,8 +88,45 @@ def serve(
             help="Seconds a consumer may go without a heartbeat before its partitions move.",
         ),
     ] = 10.0,
+    checks: Annotated[
+        str,
+        typer.Option(
+            help="Compliance checks (sanctions, AML, fraud): off, parallel (consumer groups of "
+            "their own) or sequential (inside the payments worker)."
+        ),
+    ] = "off",
+    check_timeout: Annotated[
+        float,
+        typer.Option(min=0.01, max=3600, help="Seconds a payment waits for parallel checks."),
+    ] = 2.0,
+    on_timeout: Annotated[
+        str,
+        typer.Option(
+            help="What a check that did not answer in time counts as: hold, approve or reject."
+        ),
+    ] = "hold",
+    fraud_model: Annotated[
+        Path | None,
+        typer.Option(help="A model directory from `testbed fraud train` (default: the rules)."),
+    ] = None,
+    watchlist: Annotated[
+        Path | None,
+        typer.Option(help="A sanctions watch-list CSV (default: the shipped synthetic list)."),
+    ] = None,
+    sanctions_provider: Annotated[
+        str | None,
+        typer.Option(
+            help="Screen names at this provider's URL (python -m reference_impl.compliance."
+            "provider) instead of in-process."
+        ),
+    ] = None,
+    operator_key: Annotated[
+        list[str] | None,
+        typer.Option(help="A key that may review held payments (X-Operator-Key), repeatable."),
+    ] = None,
 ) -> None:
-    """Start the gateway and the workers (payments, settlement, reporting)."""
+    """Start the gateway and the workers (payments, settlement, reporting; and the checks'
+    groups with --checks parallel)."""
     from reference_impl.adapters.memory import MemoryStore
     from reference_impl.runtime import Runtime, RuntimeConfig
     from reference_impl.service.ports import InvalidStoreURL, StoreError
@@ -106,6 +145,9 @@ def serve(
         store = f"sqlite:///{DEFAULT_DATA_DIR / 'testbed.db'}"
     if redis is not None:
         _check_redis(redis)
+    checks_config, checker_settings = _checks(
+        checks, check_timeout, on_timeout, fraud_model, watchlist, sanctions_provider
+    )
     sqlite = store.startswith("sqlite:")
     # Worker processes on SQLite get no cross-process wake-up signal, so they poll more often.
     config = RuntimeConfig(
@@ -114,6 +156,9 @@ def serve(
         redis,
         idle_wait=0.05 if sqlite and workers else 0.25,
         session_timeout=session_timeout,
+        checks=checks_config,
+        checkers=checker_settings,
+        operator_keys=tuple(operator_key or ()),
     )
     try:
         runtime = Runtime.open(config)
@@ -138,11 +183,54 @@ def serve(
     raise typer.Exit(_serve_in_process(runtime, host, port))
 
 
+def _checks(
+    mode: str,
+    timeout: float,
+    on_timeout: str,
+    model: Path | None,
+    watchlist: Path | None,
+    provider: str | None,
+) -> tuple[ChecksConfig, CheckerSettings]:
+    """The checks' flags, checked: a bad value, or a model or watch list that cannot be loaded,
+    exits 2 naming the flag (before anything starts)."""
+    from reference_impl.service.checks import CheckerSettings, ChecksConfig
+
+    if mode not in ("off", "parallel", "sequential"):
+        _fail("--checks", f"must be off, parallel or sequential, got {mode!r}")
+    if on_timeout not in ("hold", "approve", "reject"):
+        _fail("--on-timeout", f"must be hold, approve or reject, got {on_timeout!r}")
+    if provider is not None and not provider.startswith(("http://", "https://")):
+        _fail("--sanctions-provider", f"must be an http(s):// URL, got {provider!r}")
+    settings = CheckerSettings(
+        watchlist=str(watchlist) if watchlist else None,
+        fraud_model=str(model) if model else None,
+        sanctions_provider=provider,
+    )
+    if mode != "off":
+        # A fraud model scores one payment at a time: one thread (docs/compliance.md); set
+        # before scikit-learn is first imported, and inherited by --workers' processes.
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        from reference_impl.adapters.fraud_model import FraudModelError
+        from reference_impl.compliance import build_checkers
+        from reference_impl.compliance.sanctions import WatchListError
+
+        try:
+            build_checkers(settings)
+        except WatchListError as e:
+            _fail("--watchlist", str(e))
+        except FraudModelError as e:
+            _fail("--fraud-model", str(e))
+    config = ChecksConfig(mode, timeout=timeout, on_timeout=on_timeout)  # type: ignore[arg-type]
+    return config, settings
+
+
 def _serve_in_process(runtime: Runtime, host: str, port: int) -> int:
     import uvicorn
 
     from reference_impl.api import create_app
+    from reference_impl.runtime.processes import set_title
 
+    set_title("serve")  # gateway and workers in one process: ps shows `testbed: serve`
     signals: list[int] = []
 
     def on_signal(sig: int, frame: FrameType | None) -> None:

@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from testbed.run import RUNS
+from testbed.run import RUNS, CalibrationOption
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from scenarios.schema import Scenario
+    from sim.calibration import Calibration
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class PointJob:
     seed: int
     mode: str
     run_dir: Path
+    calibration: Calibration | None = None
 
 
 def run_point(job: PointJob) -> dict[str, Any]:
@@ -55,7 +57,8 @@ def run_point(job: PointJob) -> dict[str, Any]:
                            **job.values, "seed": job.seed, "error": ""}  # fmt: skip
     try:
         loaded = LoadedScenario(job.name, job.path, job.scenario)
-        summary = run_scenario(job.mode, loaded, job.seed, job.run_dir, Console(quiet=True))
+        summary = run_scenario(job.mode, loaded, job.seed, job.run_dir, Console(quiet=True),
+                               calibration=job.calibration)  # fmt: skip
         nodes = read_table(job.run_dir, "nodes")
     except Exception as e:  # the system under test crashed: a finding of this point
         row["error"] = traceback.format_exception_only(e)[-1].strip()
@@ -88,7 +91,8 @@ def sweep(
     ] = "sim",
     seed: Annotated[int | None, typer.Option(help="overrides the scenario's seed")] = None,
     jobs: Annotated[
-        int | None, typer.Option(help="local worker processes (default: one per CPU)")
+        int | None,
+        typer.Option(help="local worker processes (default: one per CPU; not with --scheduler)"),
     ] = None,
     scheduler: Annotated[
         str | None,
@@ -100,31 +104,35 @@ def sweep(
     out: Annotated[
         Path | None, typer.Option(help="sweep directory (default runs/sweep-NAME-SEED-N)")
     ] = None,
+    calibration: CalibrationOption = None,
 ) -> None:
     """Run the scenario over a grid of values and write a capacity report."""
     from scenarios.loader import ScenarioError, load_scenario
-    from testbed.executors import check_scheduler, default_jobs
+    from testbed.executors import check_executor, default_jobs
     from testbed.gate import parse_fraction
-    from testbed.run import check_mode, fail_input
+    from testbed.run import check_mode, fail_input, open_calibration
     from testbed.sweep_grid import build_grid, size_path
 
     err, console = Console(stderr=True, emoji=False), Console()
     try:
         check_mode(mode)
+        fitted = open_calibration(mode, calibration)
         loaded = load_scenario(scenario)
         varies, points = build_grid(loaded.scenario, vary)
         room = parse_fraction(headroom, "--headroom", 0.0, 0.9)
         workers = (1 if mode == "load" else default_jobs()) if jobs is None else jobs
-        if workers < 1:
-            raise ValueError(f"--jobs: must be at least 1, got {workers}")
         if mode == "load" and (workers > 1 or scheduler is not None):
             flag = "--scheduler" if scheduler is not None else "--jobs"
             raise ValueError(
                 f"{flag}: load points run one at a time on this machine (two at once would "
                 "share its cores and measure each other)"
             )
-        if scheduler is not None:
-            check_scheduler(scheduler)
+        if mode == "load":  # every point's topology, before any point starts a process
+            from loadtest.topology import check_topology
+
+            for p in points:
+                check_topology(p.scenario)
+        check_executor(jobs, scheduler)
         if seed is not None and not 0 <= seed < 2**63:
             raise ValueError("--seed: must be between 0 and 2^63-1")
     except ScenarioError as e:
@@ -148,10 +156,12 @@ def sweep(
         "headroom": room,
         "slos": list(loaded.scenario.slos),
         "points": len(points),
+        "calibration": None if fitted is None else fitted.meta(),
     }
+    points_dir = sweep_dir.resolve() / "points"  # absolute: a Dask worker's cwd differs
     jobs_list = [
         PointJob(p.index, p.values, p.scenario, loaded.name, scenario, the_seed, mode,
-                 sweep_dir.resolve() / "points" / f"{p.index:03d}")  # a Dask worker's cwd differs
+                 points_dir / f"{p.index:03d}", fitted)
         for p in points
     ]  # fmt: skip
     rows = _run_points(jobs_list, workers, scheduler, console, err)

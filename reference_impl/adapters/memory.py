@@ -18,6 +18,7 @@ write discards the first: a read-modify-write without a lock.
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, Literal
@@ -234,7 +235,12 @@ class MemoryUnitOfWork(UnitOfWork):
 
     def scan(self, table: str) -> Iterator[tuple[Any, Any]]:
         """Every row of `table` as this unit of work sees it (committed rows + own writes)."""
-        merged = dict(self._store._live.get(table, {}))
+        committed = self._store._live.get(table, {})
+        if not self._writes:
+            # Nothing else commits while this unit of work holds the lock, and its own writes
+            # go to `_writes`: the committed rows stay as they are while the caller iterates.
+            return iter(committed.items())
+        merged = dict(committed)
         for (t, key), value in self._writes.items():
             if t == table:
                 if value is _DELETED:
@@ -318,8 +324,11 @@ class MemoryUnitOfWork(UnitOfWork):
     def list_records(
         self, kind: str, tenant: str, after_key: str = "", limit: int = 1000
     ) -> list[tuple[str, str]]:
-        rows = sorted((k, v) for k, v in self.scan(f"records/{kind}/{tenant}") if k > after_key)
-        return rows[:limit]
+        # Sort only the page: a sweep pages through every key, and sorting (key, value) pairs
+        # of the whole table for each page was most of the idempotency purge's time.
+        table = f"records/{kind}/{tenant}"
+        rows = dict(self.scan(table)) if self._writes else self._store._live.get(table, {})
+        return [(k, rows[k]) for k in heapq.nsmallest(limit, (k for k in rows if k > after_key))]
 
     def delete_records_if_unchanged(
         self, kind: str, tenant: str, values: Mapping[str, str]
@@ -341,10 +350,14 @@ class MemoryUnitOfWork(UnitOfWork):
             )
 
     def read_events(self, topic: str, partition: int, after: int, limit: int) -> list[LoggedEvent]:
+        # Consumers poll every partition they hold, from a unit of work that has written
+        # nothing: then the committed rows are the answer, read without `get`'s checks.
+        committed = None if self._writes else self._store._live.get("events", {})
         out: list[Any] = []
         offset = after + 1
         while len(out) < limit:
-            ev = self.get("events", (topic, partition, offset))
+            key = (topic, partition, offset)
+            ev = self.get("events", key) if committed is None else committed.get(key)
             if ev is None:
                 break
             out.append(ev)
@@ -355,6 +368,9 @@ class MemoryUnitOfWork(UnitOfWork):
         return {p: offset for (t, p), offset in sorted(self.scan("event_heads")) if t == topic}
 
     def get_offset(self, group: str, topic: str, partition: int) -> int:
+        if not self._writes:  # a fetch: see read_events
+            committed = self._store._live.get("offsets")
+            return committed.get((group, topic, partition), 0) if committed else 0
         offset: int = self.get("offsets", (group, topic, partition), 0)
         return offset
 

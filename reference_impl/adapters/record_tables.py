@@ -12,15 +12,23 @@ record wants, so the same content always gives the same bytes.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import pandas as pd
 
+from reference_impl.core.events import (
+    DECISIONS_TOPIC,
+    PAYMENTS_TOPIC,
+    CheckDecided,
+    PaymentReviewed,
+    decode,
+)
 from reference_impl.core.journal import JournalEntry
 from reference_impl.core.ledger import Account
 from reference_impl.core.payments import Payment
 from reference_impl.core.settlement import Break, SettlementBatch, SettlementItem, Statement
+from reference_impl.service.ports import LoggedEvent
 
 NAN = math.nan
 _EMPTY_DTYPES = {
@@ -39,6 +47,7 @@ _EMPTY_DTYPES = {
     **dict.fromkeys(
         ["debits_posted", "debits_pending", "credits_posted", "credits_pending"], "int64"
     ),
+    "score": "float64",
     "overdraft": "bool",
 }
 
@@ -47,11 +56,22 @@ def time_or_nan(value: float | None) -> float:
     return NAN if value is None else float(value)
 
 
-def frame(rows: list[dict[str, Any]], columns: list[str], sort: list[str]) -> pd.DataFrame:
-    """Rows as a table with `columns`, sorted stably on `sort`; typed even when empty."""
+def frame(
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    sort: list[str],
+    text: Collection[str] = (),
+) -> pd.DataFrame:
+    """Rows as a table with `columns`, sorted stably on `sort`; typed even when empty (`text`:
+    columns that are strings here although another table's column of that name is not)."""
     if not rows:
         # Typed columns even with no rows (an empty frame would be all `object`).
-        return pd.DataFrame({c: pd.Series(dtype=_EMPTY_DTYPES.get(c, "object")) for c in columns})
+        return pd.DataFrame(
+            {
+                c: pd.Series(dtype="object" if c in text else _EMPTY_DTYPES.get(c, "object"))
+                for c in columns
+            }
+        )
     df = pd.DataFrame(rows, columns=columns)
     return df.sort_values(sort, kind="stable").reset_index(drop=True)
 
@@ -76,7 +96,7 @@ def payments(found: Iterable[Payment]) -> pd.DataFrame:
     ]
     cols = ["payment_id", "tenant", "idempotency_key", "debtor_account", "creditor_account"]
     cols += ["amount", "currency", "status", "reason", "received_at", "posted_at", "settled_at"]
-    return frame(rows, cols, ["received_at", "tenant", "payment_id"])
+    return frame(rows, cols, ["received_at", "tenant", "payment_id"], text=["status"])
 
 
 def journal(entries: Iterable[tuple[str, JournalEntry]]) -> pd.DataFrame:
@@ -186,3 +206,37 @@ def breaks(found: Iterable[Break]) -> pd.DataFrame:
     ]
     cols = ["break_id", "partner", "batch_id", "payment_id", "kind", "detail"]
     return frame(rows, cols, ["break_id"])
+
+
+def decisions(events: Iterable[LoggedEvent]) -> pd.DataFrame:
+    """Every decision announced in the event log: each check's CheckDecided, and an operator's
+    review (check `operator`). From the log, not from the keyed decision records, so a decision
+    announced twice shows twice (the audit counts them)."""
+    rows: list[dict[str, Any]] = []
+    for logged in events:
+        if logged.type not in _DECISION_TYPES:
+            continue
+        e = decode(logged.type, logged.payload)
+        if isinstance(e, CheckDecided):
+            check, verdict, reason, score = e.check, e.verdict, e.reason, e.score
+        else:
+            assert isinstance(e, PaymentReviewed)
+            check, verdict, reason, score = "operator", e.verdict, e.reason, 0.0
+        rows.append(
+            {
+                "payment_id": e.payment_id,
+                "tenant": e.tenant,
+                "check": check,
+                "verdict": verdict,
+                "reason": reason,
+                "score": float(score),
+                "at": float(e.at),
+            }
+        )
+    cols = ["payment_id", "tenant", "check", "verdict", "reason", "score", "at"]
+    return frame(rows, cols, ["at", "payment_id", "check"])
+
+
+_DECISION_TYPES = frozenset({CheckDecided.__name__, PaymentReviewed.__name__})
+DECISION_TOPICS = (DECISIONS_TOPIC, PAYMENTS_TOPIC)
+"""Where decisions are announced (reviews go to the payments topic, for the payments group)."""

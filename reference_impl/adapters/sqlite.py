@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -48,6 +49,7 @@ from reference_impl.service.ports import (
     UnitOfWork,
     partition_for,
 )
+from reference_impl.timings import timings
 
 BUSY_TIMEOUT_S = 30.0
 _MAX_IDLE = 8
@@ -229,6 +231,8 @@ class SqliteUnitOfWork(UnitOfWork):
         self._store = store
         self._conn: sqlite3.Connection | None = None
         self._done = False
+        self._locked_at = 0.0
+        """When BEGIN IMMEDIATE got the database's write lock (for calibration's timings)."""
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is not None:
@@ -250,6 +254,7 @@ class SqliteUnitOfWork(UnitOfWork):
             store._writer.release()
             raise
         self._conn = conn
+        self._locked_at = time.perf_counter()
         return conn
 
     def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -503,6 +508,7 @@ class SqliteUnitOfWork(UnitOfWork):
             if conn is not None:
                 with _mapped_errors(self._store.url):
                     conn.execute("COMMIT")
+                timings().held(time.perf_counter() - self._locked_at)
         finally:
             self._finish()
 

@@ -27,6 +27,8 @@ class GatewayDeps:
     """Fresh ids for payments and for accounts created without one (uuid4 hex in production)."""
     rate_limiter: RateLimiter
     payments: PaymentsConfig = field(default_factory=PaymentsConfig)
+    operator_keys: frozenset[str] = frozenset()
+    """Keys that may review held payments (`X-Operator-Key`); none: reviews are refused."""
     notify: Callable[[], None] | None = None
     """Called on the event loop after a new payment commits (not on a replay), so the runtime
     can wake its payments workers instead of letting them wait for their next poll. It must not

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
@@ -25,6 +26,7 @@ from reference_impl.api.deps import GatewayDeps
 from reference_impl.api.metrics import GatewayMetrics
 from reference_impl.api.problems import Problem
 from reference_impl.service.ports import ConcurrentUpdate, StoreError, UnitOfWork
+from reference_impl.timings import timings
 
 T = TypeVar("T")
 
@@ -131,11 +133,18 @@ class Gateway:
             )
         return tenant
 
-    async def in_store(self, work: Callable[[UnitOfWork], T], *, commit: bool = False) -> T:
+    async def in_store(
+        self,
+        work: Callable[[UnitOfWork], T],
+        *,
+        commit: bool = False,
+        commit_seconds: list[float] | None = None,
+    ) -> T:
         """Run `work` in one unit of work on a worker thread (store calls block).
 
-        Committed when `commit`; retried whole on a serialization conflict; a store that is
-        down or keeps conflicting answers 503, which clients retry.
+        Committed when `commit` (its time appended to `commit_seconds` and to the process's
+        timings); retried whole on a serialization conflict; a store that is down or keeps
+        conflicting answers 503, which clients retry.
         """
 
         def attempt() -> T:
@@ -144,7 +153,12 @@ class Gateway:
                     with self.deps.store.unit_of_work() as uow:
                         result = work(uow)
                         if commit:
+                            before = time.perf_counter()
                             uow.commit()
+                            spent = time.perf_counter() - before
+                            timings().commit(1, spent)
+                            if commit_seconds is not None:
+                                commit_seconds.append(spent)
                         return result
                 except ConcurrentUpdate:
                     if not tries_left:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
@@ -54,6 +54,13 @@ class NewPayment(_Strict):
     currency: Currency
     reference: Annotated[StrictStr, Field(max_length=140)] = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
+    debtor_name: Annotated[StrictStr, Field(max_length=140)] = ""
+    creditor_name: Annotated[StrictStr, Field(max_length=140)] = ""
+
+
+class Review(_Strict):
+    verdict: Literal["approve", "reject"]
+    reason: Annotated[StrictStr, Field(max_length=500)] = ""
 
 
 Model = TypeVar("Model", bound=BaseModel)

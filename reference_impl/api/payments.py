@@ -1,4 +1,5 @@
-"""POST /v1/payments (idempotent accept) and GET /v1/payments/{id} (with long-poll).
+"""POST /v1/payments (idempotent accept), GET /v1/payments/{id} (with long-poll), and an
+operator's POST /v1/payments/{id}/review of a payment the compliance checks held.
 
 Accept order: auth (401) and rate limit (429) in the tenant dependency, then the
 Idempotency-Key header (400), the body's media type (415), size (413) and content (422), the
@@ -10,6 +11,8 @@ between the commit and the answer.
 # No `from __future__ import annotations`: FastAPI reads these signatures at definition time,
 # and they close over the app's Gateway, which a string annotation could not resolve.
 import logging
+import secrets
+import time
 from typing import Annotated, Any
 
 import anyio
@@ -17,7 +20,14 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import Response
 
 from reference_impl.api.gateway import Gateway, render_json
-from reference_impl.api.models import ID_PATTERN, NUL_RULE, NewPayment, json_body, openapi_body
+from reference_impl.api.models import (
+    ID_PATTERN,
+    NUL_RULE,
+    NewPayment,
+    Review,
+    json_body,
+    openapi_body,
+)
 from reference_impl.api.problems import Problem, invalid, responses
 from reference_impl.core.ledger import MAX_ID_LENGTH
 from reference_impl.core.payments import TERMINAL, Payment
@@ -28,8 +38,9 @@ from reference_impl.service.accept import (
     PaymentRequest,
     accept_payment,
 )
-from reference_impl.service.payments import PAYMENT, get_payment
+from reference_impl.service.payments import PAYMENT, ReviewRefused, get_payment, review_payment
 from reference_impl.service.ports import UnitOfWork
+from reference_impl.timings import timings
 
 MAX_KEY_LENGTH = 255
 MAX_PAGE = 1000
@@ -80,6 +91,7 @@ def payments_router(gw: Gateway) -> APIRouter:
             Header(alias="Idempotency-Key", description="1 to 255 characters; required"),
         ] = None,
     ) -> Response:
+        started = time.perf_counter()
         key = _idempotency_key(request.headers.getlist("idempotency-key"))
         try:
             body, request_hash = await json_body(request, NewPayment)
@@ -93,6 +105,8 @@ def payments_router(gw: Gateway) -> APIRouter:
             body.currency,
             body.reference,
             body.metadata,
+            body.debtor_name,
+            body.creditor_name,
         )
         payment_id = deps.new_id()
 
@@ -121,7 +135,10 @@ def payments_router(gw: Gateway) -> APIRouter:
                     headers={"Retry-After": "1"},
                 )
             try:
-                acceptance, content = await gw.in_store(accept, commit=True)
+                commit_seconds: list[float] = []
+                acceptance, content = await gw.in_store(
+                    accept, commit=True, commit_seconds=commit_seconds
+                )
             except InvalidPayment as e:
                 outcomes.labels("invalid").inc()
                 raise invalid([{"field": e.field, "in": "body", "rule": e.rule}]) from e
@@ -138,6 +155,8 @@ def payments_router(gw: Gateway) -> APIRouter:
         if acceptance.replayed:
             headers["Idempotency-Replay"] = "true"
         _after_commit(acceptance.replayed)
+        if not acceptance.replayed:  # never raises: a recorder that cannot write turns off
+            timings().request(f"{tenant}/{key}", time.perf_counter() - started, sum(commit_seconds))
         return Response(
             content,
             status_code=acceptance.status_code,
@@ -149,10 +168,20 @@ def payments_router(gw: Gateway) -> APIRouter:
         """Count the outcome and wake the workers; a failure here is logged, never answered."""
         try:
             outcomes.labels("replayed" if replayed else "accepted").inc()
-            if not replayed and deps.notify is not None:
-                deps.notify()
         except Exception:
-            log.exception("after a committed payment: metrics or wake-up failed")
+            log.exception("after a committed payment: metrics failed")
+        if not replayed:
+            _wake()
+
+    def _wake() -> None:
+        """Wake the workers after a commit; a failure is logged, never answered (the commit
+        stands, and the workers find its events at their next poll)."""
+        if deps.notify is None:
+            return
+        try:
+            deps.notify()
+        except Exception:
+            log.exception("after a commit: waking the workers failed")
 
     @router.get(
         "/v1/payments",
@@ -202,6 +231,53 @@ def payments_router(gw: Gateway) -> APIRouter:
                 break
             await anyio.sleep(min(deps.poll_interval, remaining))
             payment = await gw.in_store(read) or payment
+        return payment.public()
+
+    @router.post(
+        "/v1/payments/{payment_id}/review",
+        status_code=202,
+        openapi_extra=openapi_body(Review),
+        responses=responses(401, 403, 404, 409, 415, 422, 429, 503),
+        summary="An operator approves or rejects a held payment (X-Operator-Key)",
+    )
+    async def review(
+        request: Request,
+        tenant: Annotated[str, Depends(gw.tenant)],
+        payment_id: Annotated[str, Path(max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)],
+        operator_key: Annotated[
+            str | None, Header(alias="X-Operator-Key", description="an operator's key")
+        ] = None,
+    ) -> dict[str, Any]:
+        if not operator_key or not any(
+            secrets.compare_digest(operator_key, k) for k in deps.operator_keys
+        ):
+            raise Problem(
+                403,
+                "forbidden",
+                "Forbidden",
+                "X-Operator-Key: an operator's key is required to review a payment",
+            )
+        body, _ = await json_body(request, Review)
+
+        def write(uow: UnitOfWork) -> Payment | None:
+            return review_payment(
+                uow,
+                tenant,
+                payment_id,
+                body.verdict,
+                body.reason,
+                deps.clock.now(),
+                deps.payments,
+            )
+
+        try:
+            payment = await gw.in_store(write, commit=True)
+        except ReviewRefused as e:
+            raise Problem(409, "not-held", "Conflict", str(e)) from e
+        if payment is None:
+            raise Problem(404, "not-found", "Not found", f"payment {payment_id!r} does not exist")
+        # Committed: from here on nothing may fail (a 500 would hide a review that stands).
+        _wake()
         return payment.public()
 
     return router

@@ -6,7 +6,9 @@ goes to one topic, and a consumer group reads only the topics it subscribes to:
 
 - `payments`: what the payment saga acts on (received, reserved);
 - `payment-outcomes`: how a payment ended in the ledger (posted, rejected, failed);
-- `settlements`: what settlement did with it (settled).
+- `settlements`: what settlement did with it (settled);
+- `check-decisions`: each compliance check's decision on a payment (sanctions, AML, fraud), which
+  the payments group waits for when the checks run in parallel (service/checks.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from reference_impl.core.serial import to_json
+from reference_impl.core.serial import Memo, to_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,31 @@ class PaymentSettled(PaymentEvent):
     batch_id: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class CheckDecided(PaymentEvent):
+    """A compliance check's one decision on a payment (`verdict`: approve, reject or review)."""
+
+    check: str = ""
+    verdict: str = ""
+    reason: str = ""
+    score: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentHeld(PaymentEvent):
+    """The checks neither all approved nor any rejected: the payment waits for an operator."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentReviewed(PaymentEvent):
+    """An operator approved or rejected a held payment (`POST /v1/payments/{id}/review`)."""
+
+    verdict: str = ""
+    reason: str = ""
+
+
 EVENT_TYPES: dict[str, type[PaymentEvent]] = {
     cls.__name__: cls
     for cls in (
@@ -66,6 +93,9 @@ EVENT_TYPES: dict[str, type[PaymentEvent]] = {
         PaymentPosted,
         PaymentFailed,
         PaymentSettled,
+        CheckDecided,
+        PaymentHeld,
+        PaymentReviewed,
     )
 }
 
@@ -73,7 +103,8 @@ EVENT_TYPES: dict[str, type[PaymentEvent]] = {
 PAYMENTS_TOPIC = "payments"
 OUTCOMES_TOPIC = "payment-outcomes"
 SETTLEMENTS_TOPIC = "settlements"
-TOPICS = (PAYMENTS_TOPIC, OUTCOMES_TOPIC, SETTLEMENTS_TOPIC)
+DECISIONS_TOPIC = "check-decisions"
+TOPICS = (PAYMENTS_TOPIC, OUTCOMES_TOPIC, SETTLEMENTS_TOPIC, DECISIONS_TOPIC)
 TOPIC_OF: dict[str, str] = {
     PaymentReceived.__name__: PAYMENTS_TOPIC,
     PaymentReserved.__name__: PAYMENTS_TOPIC,
@@ -81,6 +112,9 @@ TOPIC_OF: dict[str, str] = {
     PaymentPosted.__name__: OUTCOMES_TOPIC,
     PaymentFailed.__name__: OUTCOMES_TOPIC,
     PaymentSettled.__name__: SETTLEMENTS_TOPIC,
+    CheckDecided.__name__: DECISIONS_TOPIC,
+    PaymentHeld.__name__: OUTCOMES_TOPIC,
+    PaymentReviewed.__name__: PAYMENTS_TOPIC,
 }
 
 
@@ -88,11 +122,22 @@ def event_key(event: PaymentEvent) -> str:
     return f"{event.tenant}/{event.debtor_account}"
 
 
+_DECODED: Memo[tuple[str, str], PaymentEvent] = Memo(1 << 15)
+"""Events by (type, payload): each event is read by several groups (and encoded just before)."""
+
+
 def encode(event: PaymentEvent) -> tuple[str, str, str, str]:
     """(topic, type, key, payload JSON) for the outbox."""
     name = type(event).__name__
-    return TOPIC_OF[name], name, event_key(event), to_json(event)
+    payload = to_json(event)
+    _DECODED.put((name, payload), event)
+    return TOPIC_OF[name], name, event_key(event), payload
 
 
 def decode(type_name: str, payload: str) -> PaymentEvent:
-    return EVENT_TYPES[type_name](**json.loads(payload))
+    key = (type_name, payload)
+    event = _DECODED.get(key)
+    if event is None:
+        event = EVENT_TYPES[type_name](**json.loads(payload))
+        _DECODED.put(key, event)
+    return event

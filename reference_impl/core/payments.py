@@ -1,7 +1,9 @@
 """The payment aggregate and its saga as a state table.
 
 received -> screening -> rejected | reserved -> posted -> settled; a technical failure moves a
-payment to failed (after compensation voids its reservation). An illegal move raises
+payment to failed (after compensation voids its reservation). When the compliance checks neither
+all approve nor any reject, screening -> held, and an operator's review moves it on to reserved
+or rejected; a held payment has moved no money. An illegal move raises
 IllegalTransition and leaves the payment unchanged.
 """
 
@@ -13,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from reference_impl.core.errors import IllegalTransition
-from reference_impl.core.serial import evolve, to_json
+from reference_impl.core.serial import Memo, evolve, to_json
 
 
 class PaymentStatus(StrEnum):
@@ -24,12 +26,14 @@ class PaymentStatus(StrEnum):
     POSTED = "posted"
     SETTLED = "settled"
     FAILED = "failed"
+    HELD = "held"
 
 
 S = PaymentStatus
 TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     S.RECEIVED: frozenset({S.SCREENING, S.FAILED}),
-    S.SCREENING: frozenset({S.REJECTED, S.RESERVED, S.FAILED}),
+    S.SCREENING: frozenset({S.REJECTED, S.RESERVED, S.FAILED, S.HELD}),
+    S.HELD: frozenset({S.REJECTED, S.RESERVED, S.FAILED}),
     S.RESERVED: frozenset({S.POSTED, S.FAILED}),
     S.POSTED: frozenset({S.SETTLED}),
     S.REJECTED: frozenset(),
@@ -38,9 +42,15 @@ TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
 }
 TERMINAL = frozenset({S.REJECTED, S.SETTLED, S.FAILED})
 """No further move. POSTED is not terminal for settlement, but is final for the ledger."""
+AT_REST = TERMINAL | {S.HELD}
+"""Where a payment stays unless someone acts: terminal, or held for an operator's review (what a
+drain waits for)."""
 
 _STATUS_OF = {s.value: s for s in PaymentStatus}
 """A dict lookup is ten times cheaper than PaymentStatus(value), paid on every payment read."""
+_DECODED: Memo[str, Payment] = Memo(1 << 15)
+"""Payments by their record's text: a record is read several times (each saga step, settlement,
+the sim's drain check) and most often just after it was written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +91,16 @@ class Payment:
         return evolve(self, status=to, **changes)
 
     def to_json(self) -> str:
-        return to_json(self)
+        text = to_json(self)
+        _DECODED.put(text, self)
+        return text
 
     @classmethod
     def from_json(cls, text: str) -> Payment:
+        return _DECODED.decoded(text, cls._parse)
+
+    @classmethod
+    def _parse(cls, text: str) -> Payment:
         data = json.loads(text)
         status = data["status"]
         data["status"] = _STATUS_OF.get(status) or PaymentStatus(status)

@@ -11,9 +11,9 @@ payment goes through these several times, so their per-call cost is paid per pay
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import fields
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -66,3 +66,42 @@ def evolve(obj: T, **changes: Any) -> T:
     data = {name: getattr(obj, name) for name in _names(type(obj))}
     data.update(changes)
     return type(obj)(**data)
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class Memo(Generic[K, T]):
+    """The values most recently decoded from (or encoded to) their text, so that text read
+    again is not parsed again: the sim reads each event three times (one per consumer group)
+    and each payment record several times, and the memory store hands back the very string it
+    was given. Keyed by the text itself, so a hit is always right, whatever the store did since;
+    the values must be immutable (they are shared). Two generations of at most `size` entries
+    each: when the young one is full it becomes the old one, so memory stays bounded and a
+    value read again survives the turnover."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._young: dict[K, T] = {}
+        self._old: dict[K, T] = {}
+
+    def get(self, key: K) -> T | None:
+        value = self._young.get(key)
+        if value is None:
+            value = self._old.get(key)
+            if value is not None:
+                self.put(key, value)
+        return value
+
+    def decoded(self, key: K, decode: Callable[[K], T]) -> T:
+        """The value kept for `key`, or `decode(key)`, kept from now on."""
+        value = self.get(key)
+        if value is None:
+            value = decode(key)
+            self.put(key, value)
+        return value
+
+    def put(self, key: K, value: T) -> None:
+        if len(self._young) >= self.size:
+            self._old, self._young = self._young, {}
+        self._young[key] = value

@@ -26,6 +26,7 @@ from reference_impl.runtime.consumer import ConsumerLoop
 from reference_impl.runtime.metrics import WorkerCollector
 from reference_impl.runtime.wakeup import PgSignal, Wakeup, channel_for
 from reference_impl.runtime.workers import GROUPS, build_member
+from reference_impl.service.checks import CHECKS, CheckerSettings, ChecksConfig
 from reference_impl.service.members import GroupSettings
 from reference_impl.service.payments import PaymentsConfig
 from reference_impl.service.ports import Store
@@ -53,7 +54,9 @@ class RuntimeConfig:
     redis_url: str | None = None
     partitions: int = 8
     rate_limit: float = 10_000.0
-    """Requests per second per tenant (burst the same); generous, so it guards, not throttles."""
+    """Requests per second per tenant; generous, so it guards, not throttles."""
+    rate_burst: int | None = None
+    """The bucket's size in tokens; None: the rate's (at least 1)."""
     idle_wait: float = 0.25
     """Seconds an idle consumer waits before fetching again when no wake-up came (across
     processes on SQLite nothing signals a commit)."""
@@ -66,6 +69,11 @@ class RuntimeConfig:
     """The simulated bank partner's day in seconds: a statement per currency per day."""
     bugs: tuple[str, ...] = ()
     """Bug-zoo variants (the load runtime's `--bug`); empty in any real deployment."""
+    checks: ChecksConfig = field(default_factory=ChecksConfig)
+    """The compliance checks: off, in parallel (groups of their own) or in sequence."""
+    checkers: CheckerSettings = field(default_factory=CheckerSettings)
+    operator_keys: tuple[str, ...] = ()
+    """Keys that may review held payments (POST /v1/payments/{id}/review)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -74,7 +82,20 @@ class RuntimeConfig:
     def from_json(cls, text: str) -> RuntimeConfig:
         data = json.loads(text)
         data["bugs"] = tuple(data.get("bugs", ()))
+        data["operator_keys"] = tuple(data.get("operator_keys", ()))
+        checks = data.get("checks", {})
+        data["checks"] = ChecksConfig(**{**checks, "checks": tuple(checks.get("checks", CHECKS))})
+        checkers = data.get("checkers", {})
+        run = tuple(checkers.get("run", CHECKS))
+        data["checkers"] = CheckerSettings(**{**checkers, "run": run})
         return cls(**data)
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The consumer groups this deployment runs (the check groups in parallel mode)."""
+        if self.checks.on and self.checks.mode == "parallel":
+            return (*GROUPS, *self.checks.checks)
+        return GROUPS
 
     @property
     def tenants(self) -> list[str]:
@@ -110,7 +131,8 @@ class Runtime:
 
     @property
     def payments_config(self) -> PaymentsConfig:
-        return PaymentsConfig(partitions=self.config.partitions, bugs=enabled(self.config.bugs))
+        c = self.config
+        return PaymentsConfig(partitions=c.partitions, bugs=enabled(c.bugs), checks=c.checks)
 
     @property
     def group_settings(self) -> GroupSettings:
@@ -119,9 +141,10 @@ class Runtime:
 
     def rate_limiter(self) -> RateLimiter:
         rate = self.config.rate_limit
+        burst = self.config.rate_burst or max(1, int(rate))
         if self.config.redis_url:
-            return RedisTokenBucket.from_url(self.config.redis_url, rate, int(rate))
-        return TokenBucket(rate, int(rate), self.clock)
+            return RedisTokenBucket.from_url(self.config.redis_url, rate, burst)
+        return TokenBucket(rate, burst, self.clock)
 
     def gateway_deps(self) -> GatewayDeps:
         from reference_impl.api.deps import GatewayDeps
@@ -133,14 +156,16 @@ class Runtime:
             new_id=new_id,
             rate_limiter=self.rate_limiter(),
             payments=self.payments_config,
+            operator_keys=frozenset(self.config.operator_keys),
             notify=self.wakeup.notify,
             registry=self.registry,
         )
 
-    def start_workers(self, groups: Sequence[str] = GROUPS) -> None:
-        """Start one member of each group, each on a thread of its own."""
+    def start_workers(self, groups: Sequence[str] | None = None) -> None:
+        """Start one member of each group (default: every group the config runs), each on a
+        thread of its own."""
         c = self.config
-        for group in groups:
+        for group in c.groups if groups is None else groups:
             member = build_member(
                 group,
                 self.store,
@@ -151,6 +176,7 @@ class Runtime:
                 c.partner_day,
                 c.tenants,
                 self._on_commit,
+                c.checkers,
             )
             loop = ConsumerLoop(group, self.store, [member], self.wakeup, self.clock)
             self.loops.append(loop)

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from reference_impl.runtime.wakeup import Wakeup
 from reference_impl.service.consumer import External, Idle, Member, Op, Read, Step, Work, Write
 from reference_impl.service.ports import Clock, Store, UnitOfWork
+from reference_impl.timings import timings
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +30,24 @@ MAX_WAIT_S = 1.0
 
 
 def run_step(store: Store, step: Step) -> None:
-    """Perform one step's operations to its end."""
+    """Perform one step's operations to its end (timed for calibration when that is on)."""
     uow: UnitOfWork | None = None
     value: object = None
     error: Exception | None = None
     run = step.run
+    timed = timings()
+    started, cpu_started = time.perf_counter(), time.thread_time()
+    outside = 0.0
+    """Seconds in commits and external calls: the rest of a step is its work."""
+    commits = 0.0
+    work: Work | None = None
+    failed = False
     try:
         while True:
             try:
                 op: Op = run.throw(error) if error is not None else run.send(value)
             except StopIteration:
-                return
+                break
             value, error = None, None
             try:
                 if isinstance(op, Read):
@@ -49,24 +58,36 @@ def run_step(store: Store, step: Step) -> None:
                     if uow is None:
                         uow = store.unit_of_work()
                     value = op.fn(uow)
+                    before = time.perf_counter()
                     uow.commit()
                     uow = None
+                    spent = time.perf_counter() - before
+                    commits += spent
+                    timed.commit(op.items, spent)
                 elif isinstance(op, External):
                     if uow is not None:
                         uow.rollback()
                         uow = None
+                    before = time.perf_counter()
                     value = op.fn()
+                    outside += time.perf_counter() - before
                 else:
                     assert isinstance(op, Work)
+                    work = op
             except Exception as e:
                 if uow is not None:
                     uow.rollback()
                     uow = None
                 error = e
+                failed = True
     finally:
         if uow is not None:
             uow.rollback()
         run.close()
+    if work is not None and not failed:
+        seconds = time.perf_counter() - started - outside - commits
+        cpu = time.thread_time() - cpu_started
+        timed.step(work.stage, work.items, work.skipped, seconds, commits, cpu)
 
 
 def drain(store: Store, members: Sequence[Member], max_steps: int = 100_000) -> int:

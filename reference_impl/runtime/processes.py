@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 from reference_impl import lifeline
 from reference_impl.runtime import Runtime, RuntimeConfig
 from reference_impl.runtime.metrics import PublishedWorkerCounters
+from reference_impl.runtime.workers import GROUPS
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -141,6 +142,9 @@ class Supervisor:
         for group, title in (("settlement", "settlement worker"), ("reporting", "projector")):
             argv = [*worker, "--group", group, "--title", title]
             self.children.append(Child(group, argv, True))
+        for group in self.config.groups[len(GROUPS) :]:  # the checks, when in parallel
+            argv = [*worker, "--group", group, "--title", f"{group} check"]
+            self.children.append(Child(f"{group}-1", argv, True))
 
     def run(self) -> int:
         """Start the children, restart dead workers until a signal, then stop in order."""
@@ -153,6 +157,9 @@ class Supervisor:
         set_title("supervisor")
         with tempfile.TemporaryDirectory(prefix="testbed-metrics-") as metrics_dir:
             env = {**os.environ, ENV: self.config.to_json(), METRICS_ENV: metrics_dir}
+            # A fraud model scores one payment at a time: scikit-learn waking a thread per core
+            # for one row made its p99 tens of milliseconds on a busy machine.
+            env.setdefault("OMP_NUM_THREADS", "1")
             return self._supervise(env)
 
     def _supervise(self, env: dict[str, str]) -> int:

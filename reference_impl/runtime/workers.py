@@ -13,14 +13,17 @@ import random
 import socket
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from reference_impl.adapters.bank_partner import BankPartnerSimulator, PartnerBehaviour, StoreBook
 from reference_impl.core.screening import ScreeningRules
+from reference_impl.service.checks import CHECKS, Checker, CheckerSettings
 from reference_impl.service.consumer import Member
 from reference_impl.service.groups import Identity
 from reference_impl.service.members import (
     GroupSettings,
+    check_member,
     payments_member,
     reporting_member,
     settlement_member,
@@ -50,11 +53,22 @@ def build_member(
     partner_day: float,
     tenants: Sequence[str],
     on_commit: Callable[[Sequence[Any]], None],
+    checkers: CheckerSettings | None = None,
 ) -> Member:
-    """One member of `group` for this process."""
+    """One member of `group` for this process (`checkers`: how the compliance checks are set,
+    for the check groups and for the payments group when it runs them in sequence)."""
     me = identity(group)
+    checks = payments.checks
+    if checks.on:  # the watch list, rapidfuzz and the model only where checks run
+        from reference_impl.compliance import build_checkers
     if group == "payments":
-        return payments_member(me, clock, settings, payments, ScreeningRules(), on_commit)
+        inline: list[Checker] = []
+        if checks.on and checks.mode == "sequential":
+            inline = build_checkers(replace(checkers or CheckerSettings(), run=checks.checks))
+        return payments_member(me, clock, settings, payments, ScreeningRules(), on_commit, inline)
+    if group in CHECKS and checks.on and checks.mode == "parallel" and group in checks.checks:
+        [checker] = build_checkers(replace(checkers or CheckerSettings(), run=(group,)))
+        return check_member(me, clock, settings, checker, payments, on_commit)
     if group == "reporting":
         return reporting_member(me, clock, settings, on_commit, purge_tenants=tenants)
     if group == "settlement":
@@ -72,4 +86,7 @@ def build_member(
         return settlement_member(
             me, clock, settings, config, partners, cutoff, STATEMENT_POLL_S, on_commit
         )
-    raise ValueError(f"group: unknown consumer group {group!r} (one of {', '.join(GROUPS)})")
+    raise ValueError(
+        f"group: unknown consumer group {group!r} (one of {', '.join(GROUPS)}, and with"
+        f" checks in parallel {', '.join(CHECKS)})"
+    )

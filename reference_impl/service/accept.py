@@ -17,6 +17,7 @@ from reference_impl.core.errors import InvalidInput
 from reference_impl.core.events import PaymentReceived
 from reference_impl.core.money import MAX_AMOUNT, is_currency
 from reference_impl.core.payments import Payment
+from reference_impl.core.serial import dumps
 from reference_impl.service.payments import PaymentsConfig, append, save_payment
 from reference_impl.service.ports import UnitOfWork
 
@@ -44,6 +45,9 @@ class PaymentRequest:
     currency: str
     reference: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    debtor_name: str = ""
+    """The names the payer gives (as in a credit transfer); "" for the account holders'."""
+    creditor_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +113,7 @@ def accept_payment(
         replay = replay_for(uow, tenant, key, request_hash, now)
         if replay is not None:
             return replay
-    debtor_name, creditor_name = _validate(uow, tenant, req)
+    debtor_holder, creditor_holder = _validate(uow, tenant, req)
     payment = Payment(
         payment_id,
         tenant,
@@ -121,8 +125,8 @@ def accept_payment(
         now,
         reference=req.reference,
         metadata=req.metadata,
-        debtor_name=debtor_name,
-        creditor_name=creditor_name,
+        debtor_name=req.debtor_name or debtor_holder,
+        creditor_name=req.creditor_name or creditor_holder,
     )
     acceptance = Acceptance(202, payment.public(), False)
     if "publish-before-commit" not in bugs:
@@ -153,15 +157,13 @@ def record_answer(
     config: PaymentsConfig,
 ) -> Acceptance:
     """Remember `acceptance` as the key's answer; returns it, or the answer stored first."""
-    record = json.dumps(
+    record = dumps(
         {
             "request_hash": request_hash,
             "status_code": acceptance.status_code,
             "body": acceptance.body,
             "expires_at": now + config.idempotency_retention,
-        },
-        separators=(",", ":"),
-        sort_keys=True,
+        }
     )
     if config.bugs & {"skip-idempotency", "idempotency-race"}:
         # The bug: a blind write, so a concurrent request with the key overwrites the answer.

@@ -75,6 +75,9 @@ class Work:
     items: int
     skipped: int = 0
     """Fetched events the group does not handle: they only move the offset."""
+    light: int = 0
+    """Of `items`, the events of the group's `light` types (GroupSpec.light): handled, at a
+    fraction of an item's work (the sim charges them `light_weight`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +125,12 @@ class RetryPolicy:
         return float(min(self.max_delay, self.base_delay * 2 ** max(0, failures - 1)))
 
 
+PROVIDER = "provider"
+"""The `External` target of a group's `prepare` call."""
+Prepare = Callable[["UnitOfWork", Sequence[LoggedEvent]], Callable[[], int] | None]
+"""A prepare function: the call returns how many requests it made (the sim charges each)."""
+
+
 @dataclass(frozen=True, slots=True)
 class GroupSpec:
     name: str
@@ -142,6 +151,15 @@ class GroupSpec:
     idle_poll: float = 0.25
     """Seconds before fetching again after an empty fetch, unless woken sooner."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    light: frozenset[str] = frozenset()
+    """Handled event types that cost less than the group's usual item (the payments group's
+    PaymentReceived and CheckDecided with the checks in parallel: no reservation for most of
+    them): counted apart in each batch's `Work`, so that the sim charges them what they cost."""
+    prepare: Prepare | None = None
+    """Before a fetched batch is applied: read what the handler will need from outside the
+    store and return the call that gets it (None: nothing to get). The call runs as an
+    `External`, outside any unit of work (a screening provider's answers), so that no
+    transaction stays open across it."""
 
     @property
     def heartbeat_interval(self) -> float:
@@ -162,6 +180,12 @@ class Batch:
     parts: tuple[Part, ...]
     handled: tuple[LoggedEvent, ...]
     skipped: int
+    light: int = 0
+    """Of `handled`, the events of the spec's `light` types."""
+
+    def work(self, stage: str) -> Work:
+        """The CPU applying this batch takes, as the step announces it."""
+        return Work(stage, len(self.handled), self.skipped, self.light)
 
     @property
     def empty(self) -> bool:
@@ -178,12 +202,15 @@ TaskRun = Callable[["Member"], StepRun]
 @dataclass
 class Task:
     """Periodic work of the member that holds the whole group (settlement's cut-off), run at
-    every multiple of `interval` on the member's clock."""
+    every multiple of `interval` on the member's clock. With `shared`, every member that holds
+    a partition runs it, over the partitions it holds (the payments group's sweep of payments
+    whose checks timed out)."""
 
     name: str
     interval: float
     run: TaskRun
     next_at: float = math.nan
+    shared: bool = False
 
 
 @dataclass(slots=True)
@@ -275,8 +302,8 @@ class Member:
             if now >= at:
                 del self._later[i]
                 return Step(name, make())
-        if self.holds_group:
-            for task in self.tasks:
+        for task in self.tasks:
+            if self.holds_group or (task.shared and self.assignment):
                 if math.isnan(task.next_at):
                     task.next_at = self._grid(task.interval, now)
                 if now >= task.next_at:
@@ -288,8 +315,9 @@ class Member:
         if pairs and now >= self.linger_until and now >= self.idle_until:
             return Step("poll", self._poll(pairs))
         timers = [self.next_heartbeat, *(at for at, _, _ in self._later)]
-        if self.holds_group:
-            timers += [t.next_at for t in self.tasks]
+        timers += [
+            t.next_at for t in self.tasks if self.holds_group or (t.shared and self.assignment)
+        ]
         timers += [s.retry_at for s in self.suspects.values()]
         if pairs:
             timers.append(max(self.linger_until, self.idle_until))
@@ -309,7 +337,11 @@ class Member:
 
     @staticmethod
     def _grid(interval: float, now: float) -> float:
-        return (math.floor(now / interval) + 1) * interval
+        """The first multiple of `interval` after `now`. In floating point `(n + 1) * interval`
+        can land on `now` itself (31 * 0.075 == 2.3249999999999997 == now): a task that takes
+        no time would then run again at the same instant, for ever."""
+        at = (math.floor(now / interval) + 1) * interval
+        return at if at > now else at + interval
 
     def _healthy(self) -> list[tuple[str, int]]:
         return [
@@ -380,6 +412,15 @@ class Member:
             self.idle_until = now + self.spec.idle_poll
             return
         self.linger_until = now + self.spec.linger
+        prepare = self.spec.prepare
+        if prepare is not None and batch.handled:
+            try:
+                call = yield Read(lambda uow: prepare(uow, batch.handled))
+                if call is not None:
+                    yield External(PROVIDER, call)
+            except Exception as e:
+                self._unavailable(e)
+                return
         yield from self.commit(self, batch, held)
 
     def _retry(self, key: tuple[str, int]) -> StepRun:
@@ -394,7 +435,7 @@ class Member:
             del self.suspects[key]
             return
         event = batch.parts[0].events[0]
-        yield Work(self.spec.name, len(batch.handled), batch.skipped)
+        yield batch.work(self.spec.name)
         try:
             emitted = yield Write(lambda uow: self.apply(uow, batch, held), len(batch.handled))
         except Exception as e:
@@ -440,8 +481,8 @@ class Member:
         group = self.spec.name
         parts = []
         handled: list[LoggedEvent] = []
-        skipped = 0
-        handles = self.spec.handles
+        skipped = light = 0
+        handles, lights = self.spec.handles, self.spec.light
         for topic, p in pairs:
             after = uow.get_offset(group, topic, p)
             events = uow.read_events(topic, p, after, limit)
@@ -451,9 +492,10 @@ class Member:
             for e in events:
                 if e.type in handles:
                     handled.append(e)
+                    light += e.type in lights
                 else:
                     skipped += 1
-        return Batch(tuple(parts), tuple(handled), skipped)
+        return Batch(tuple(parts), tuple(handled), skipped, light)
 
     def apply(
         self,
@@ -551,6 +593,7 @@ class Member:
             log.warning("%s %s: fenced: %s", self.spec.name, self.name, error)
         elif kind == "stale":
             self.stats.stale += 1
+            log.warning("%s %s: stale: %s", self.spec.name, self.name, error)
         elif kind == "handler" and batch is not None:
             self.stats.failures += 1
             now = self.clock.now()
@@ -584,7 +627,7 @@ class Member:
 # -- commit strategies -------------------------------------------------------------------
 def commit_atomically(member: Member, batch: Batch, held: Mapping[int, int]) -> StepRun:
     """Effects, offsets and the fence check in one unit of work: the correct way."""
-    yield Work(member.spec.name, len(batch.handled), batch.skipped)
+    yield batch.work(member.spec.name)
     try:
         emitted = yield Write(lambda uow: member.apply(uow, batch, held), len(batch.handled))
     except Exception as e:

@@ -30,7 +30,6 @@ from reference_impl.service.consumer import (
     Member,
     Part,
     StepRun,
-    Work,
     Write,
 )
 from reference_impl.service.ports import LoggedEvent
@@ -44,7 +43,7 @@ def commit_offsets_first(member: Member, batch: Batch, held: Mapping[int, int]) 
     except Exception as e:
         member.failed(batch, e)
         return
-    yield Work(member.spec.name, len(batch.handled), batch.skipped)
+    yield batch.work(member.spec.name)
     try:
         emitted = yield Write(
             lambda uow: member.handle(uow, batch.handled, member.clock.now()), len(batch.handled)
@@ -56,7 +55,7 @@ def commit_offsets_first(member: Member, batch: Batch, held: Mapping[int, int]) 
 
 
 def commit_effects_first(member: Member, batch: Batch, held: Mapping[int, int]) -> StepRun:
-    yield Work(member.spec.name, len(batch.handled), batch.skipped)
+    yield batch.work(member.spec.name)
     try:
         emitted = yield Write(
             lambda uow: member.apply(uow, batch, held, offsets=False), len(batch.handled)

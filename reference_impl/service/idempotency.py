@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from reference_impl.core.serial import Memo
 from reference_impl.service.accept import IDEMPOTENCY
 from reference_impl.service.ports import UnitOfWork
 
@@ -26,7 +27,16 @@ def purge_expired(
     again) is not deleted. The caller commits.
     """
     page = uow.list_records(IDEMPOTENCY, tenant, after_key, limit)
-    expired = {key: text for key, text in page if json.loads(text)["expires_at"] <= now}
+    expired = {key: text for key, text in page if _expires_at(text) <= now}
     if expired:
         uow.delete_records_if_unchanged(IDEMPOTENCY, tenant, expired)
     return (page[-1][0] if len(page) == limit else ""), len(expired)
+
+
+_EXPIRES_AT: Memo[str, float] = Memo(1 << 15)
+"""Expiry by record text: every sweep reads every live key again, and a record is never changed
+but replaced."""
+
+
+def _expires_at(text: str) -> float:
+    return _EXPIRES_AT.decoded(text, lambda t: json.loads(t)["expires_at"])

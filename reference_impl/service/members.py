@@ -5,7 +5,10 @@ give-up action and tasks. The real runtime and the sim call the same functions a
 in the identity, the clock and what they do with the events a commit emitted (`on_commit`):
 
 - payments: screening, reserve, post; an event that keeps failing is compensated by
-  `fail_payment` (void the reservation, mark the payment failed);
+  `fail_payment` (void the reservation, mark the payment failed); with compliance checks in
+  parallel it also waits for their decisions, and sweeps the payments whose checks timed out;
+- sanctions, aml, fraud: each records its check's decision on every received payment
+  (service/compliance.py), when the checks run in parallel;
 - settlement (exclusive): posted payments join open batches; its tasks are the cut-off (close,
   submit to the partner, mark sent) and the ingestion of the partner's statement feed;
 - reporting (exclusive): the projector's read models.
@@ -20,6 +23,13 @@ from typing import Any
 
 from reference_impl.core.events import PaymentEvent, PaymentFailed, decode
 from reference_impl.core.settlement import SettlementBatch, Statement
+from reference_impl.service.checks import CHECKS, Checker, due, sweep_interval
+from reference_impl.service.compliance import (
+    CHECK_HANDLES,
+    CHECK_TOPICS,
+    handle_check_events,
+    prepare_batch,
+)
 from reference_impl.service.consumer import (
     External,
     GroupSpec,
@@ -35,11 +45,15 @@ from reference_impl.service.consumer_bugs import strategies
 from reference_impl.service.groups import Identity
 from reference_impl.service.idempotency import purge_expired
 from reference_impl.service.payments import (
+    CHECKED_HANDLES,
+    CHECKED_LIGHT,
+    CHECKED_TOPICS,
     PAYMENTS_GROUP,
     PAYMENTS_HANDLES,
     PAYMENTS_TOPICS,
     PaymentsConfig,
     Screening,
+    expire_checks,
     fail_payment,
     handle_payment_events,
 )
@@ -67,12 +81,15 @@ from reference_impl.service.settlement import (
 OnCommit = Callable[[Sequence[Any]], None]
 
 GROUP_TOPICS: dict[str, tuple[str, ...]] = {
-    PAYMENTS_GROUP: PAYMENTS_TOPICS,
+    PAYMENTS_GROUP: CHECKED_TOPICS,
     SETTLEMENT_GROUP: SETTLEMENT_TOPICS,
     REPORTING_GROUP: REPORTING_TOPICS,
+    **dict.fromkeys(CHECKS, CHECK_TOPICS),
 }
-"""What each group of the reference system reads."""
+"""What each group of the reference system reads (payments: with the checks' decisions)."""
 
+CHECK_TIMEOUTS = "check-timeouts"
+"""The payments members' task deciding payments whose checks timed out."""
 CLOSE_STAGE = "settlement-close"
 """`Work` of a cut-off: per payment of the batches it closes and sends."""
 STATEMENT_STAGE = "statement"
@@ -115,9 +132,12 @@ def payments_member(
     config: PaymentsConfig,
     screening: Screening,
     on_commit: OnCommit | None = None,
+    checkers: Sequence[Checker] = (),
 ) -> Member:
+    """`checkers`: the checks that run inside this group's handler (sequential mode)."""
+
     def handle(uow: UnitOfWork, events: Sequence[LoggedEvent], now: float) -> Sequence[Any]:
-        return handle_payment_events(uow, events, screening, now, config)
+        return handle_payment_events(uow, events, screening, now, config, checkers)
 
     def give_up(uow: UnitOfWork, event: LoggedEvent, reason: str, now: float) -> Sequence[Any]:
         e = decode(event.type, event.payload)
@@ -127,8 +147,19 @@ def payments_member(
         return [PaymentFailed(failed.id, failed.tenant, failed.debtor_account, now, reason)]
 
     commit, compensation = strategies(config.bugs)
+    spec = settings.spec(PAYMENTS_GROUP, PAYMENTS_TOPICS, PAYMENTS_HANDLES)
+    tasks = []
+    if config.checks.on and config.checks.mode == "parallel":
+        spec = settings.spec(PAYMENTS_GROUP, CHECKED_TOPICS, CHECKED_HANDLES)
+        spec = replace(spec, light=CHECKED_LIGHT)
+        interval = sweep_interval(config.checks)
+        tasks.append(Task(CHECK_TIMEOUTS, interval, partial(_expire, config=config), shared=True))
+    elif config.checks.on:
+        spec = settings.spec(PAYMENTS_GROUP, PAYMENTS_TOPICS, CHECKED_HANDLES)
+        if any(getattr(c, "remote", False) for c in checkers):
+            spec = replace(spec, prepare=partial(prepare_batch, checkers=checkers))
     return Member(
-        settings.spec(PAYMENTS_GROUP, PAYMENTS_TOPICS, PAYMENTS_HANDLES),
+        spec,
         identity,
         clock,
         handle,
@@ -136,7 +167,50 @@ def payments_member(
         on_commit=on_commit,
         commit=commit,
         compensation=compensation,
+        tasks=tasks,
     )
+
+
+def _expire(member: Member, config: PaymentsConfig) -> StepRun:
+    """Decide the payments of the member's partitions whose checks did not all answer in time
+    (a read first: most sweeps find none, and commit nothing)."""
+    now, partitions = member.clock.now, sorted(member.assignment)
+    if not (yield Read(partial(_any_due, partitions=partitions, now=now))):
+        return
+    emitted = yield Write(
+        member.fenced(partial(_expire_in, partitions=partitions, now=now, config=config))
+    )
+    if emitted:
+        member.on_commit(emitted)
+
+
+def _any_due(uow: UnitOfWork, partitions: Sequence[int], now: Callable[[], float]) -> bool:
+    return any(due(uow, p, now()) for p in partitions)
+
+
+def _expire_in(
+    uow: UnitOfWork, partitions: Sequence[int], now: Callable[[], float], config: PaymentsConfig
+) -> list[PaymentEvent]:
+    return expire_checks(uow, partitions, now(), config)
+
+
+def check_member(
+    identity: Identity,
+    clock: Clock,
+    settings: GroupSettings,
+    checker: Checker,
+    config: PaymentsConfig,
+    on_commit: OnCommit | None = None,
+) -> Member:
+    """A member of the consumer group named after `checker` (parallel mode)."""
+
+    def handle(uow: UnitOfWork, events: Sequence[LoggedEvent], now: float) -> Sequence[Any]:
+        return handle_check_events(uow, events, checker, now, config.partitions)
+
+    spec = settings.spec(checker.name, CHECK_TOPICS, CHECK_HANDLES)
+    if getattr(checker, "remote", False):
+        spec = replace(spec, prepare=partial(prepare_batch, checkers=[checker]))
+    return Member(spec, identity, clock, handle, on_commit=on_commit)
 
 
 def reporting_member(

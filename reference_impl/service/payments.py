@@ -11,23 +11,30 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from reference_impl.core.checks import Decision
 from reference_impl.core.events import (
+    DECISIONS_TOPIC,
     PAYMENTS_TOPIC,
+    CheckDecided,
     PaymentEvent,
     PaymentFailed,
+    PaymentHeld,
     PaymentPosted,
     PaymentReceived,
     PaymentRejected,
     PaymentReserved,
+    PaymentReviewed,
     decode,
     encode,
 )
 from reference_impl.core.ledger import Transfer, TransferKind, TransferResult
 from reference_impl.core.payments import TRANSITIONS, Payment, PaymentStatus
 from reference_impl.core.screening import ScreeningDecision
+from reference_impl.service import checks
+from reference_impl.service.checks import Checker, ChecksConfig, Outcome
 from reference_impl.service.ledger import submit_transfers_in
 from reference_impl.service.ports import LoggedEvent, NewEvent, UnitOfWork
 
@@ -37,6 +44,13 @@ PAYMENTS_TOPICS = (PAYMENTS_TOPIC,)
 PAYMENTS_HANDLES = frozenset({PaymentReceived.__name__, PaymentReserved.__name__})
 """What the payments group reads and acts on (everything else in its topic only moves the
 offset)."""
+CHECKED_TOPICS = (PAYMENTS_TOPIC, DECISIONS_TOPIC)
+CHECKED_HANDLES = PAYMENTS_HANDLES | {CheckDecided.__name__, PaymentReviewed.__name__}
+"""With compliance checks on: the group also waits for their decisions and for reviews."""
+CHECKED_LIGHT = frozenset({PaymentReceived.__name__, CheckDecided.__name__})
+"""Of those, what costs less than a payment's reservation: a PaymentReceived is only screened
+and left waiting for the decisions; most decisions only look the others up (the one that
+completes the set reserves)."""
 
 _DONE = {TransferResult.OK, TransferResult.EXISTS}
 
@@ -52,6 +66,8 @@ class PaymentsConfig:
     """Seconds an idempotency key is remembered (default 24 h)."""
     bugs: frozenset[str] = frozenset()
     """Bug-zoo variants switched on (reference_impl/bugs.py); empty in any real deployment."""
+    checks: ChecksConfig = field(default_factory=ChecksConfig)
+    """The compliance checks (service/checks.py); off by default."""
 
 
 def append(uow: UnitOfWork, events: Sequence[PaymentEvent], partitions: int, at: float) -> None:
@@ -74,11 +90,15 @@ def handle_payment_events(
     screening: Screening,
     now: float,
     config: PaymentsConfig,
+    checkers: Sequence[Checker] = (),
 ) -> list[PaymentEvent]:
     """The payments group's effects for a batch: screen, reserve, post; emit the events.
 
     Returns the events it emitted (also appended to the outbox). The caller commits, with the
-    offsets (service/consumer.py).
+    offsets (service/consumer.py). With compliance checks on (`config.checks`), a screened
+    payment waits for the checks' decisions (parallel: their CheckDecided events; sequential:
+    `checkers` decide here) before it is reserved, rejected or held; a held payment moves on
+    when an operator's PaymentReviewed comes.
 
     Bug zoo: `non-idempotent-consumer` applies each event whatever the payment's status, with
     transfer ids drawn per delivery (stamped with the delivery's time), so a redelivered event
@@ -90,14 +110,25 @@ def handle_payment_events(
     received: list[Payment] = []
     reserved: list[Payment] = []
     reserved_at: list[float] = []
+    decided: dict[str, Payment] = {}
+    reviewed: list[tuple[Payment, PaymentReviewed]] = []
+    handles = CHECKED_HANDLES if config.checks.on else PAYMENTS_HANDLES
     for logged in events:
-        if logged.type not in PAYMENTS_HANDLES:
+        if logged.type not in handles:
             continue
         event = decode(logged.type, logged.payload)
-        assert isinstance(event, PaymentReceived | PaymentReserved)
         payment = get_payment(uow, event.tenant, event.payment_id)
         if payment is None:
             continue
+        if isinstance(event, CheckDecided):
+            if payment.status is PaymentStatus.SCREENING:
+                decided[payment.id] = payment
+            continue
+        if isinstance(event, PaymentReviewed):
+            if payment.status is PaymentStatus.HELD:
+                reviewed.append((payment, event))
+            continue
+        assert isinstance(event, PaymentReceived | PaymentReserved)
         if unkeyed:
             # The bug: no look at the payment's status, so a repeat is not recognised.
             status = PaymentStatus.RECEIVED
@@ -111,7 +142,17 @@ def handle_payment_events(
             received.append(payment)
         elif isinstance(event, PaymentReserved) and payment.status is PaymentStatus.RESERVED:
             reserved.append(payment)
-    emitted = _screen_and_reserve(uow, received, screening, now, config.bugs)
+    emitted, approved = _screen(uow, received, screening, now, config, checkers)
+    for payment in decided.values():
+        found = checks.decisions_of(uow, payment, config.checks.checks)
+        verdict = checks.outcome(found, config.checks)
+        if verdict is not None:
+            emitted += _conclude(uow, payment, verdict, now, approved)
+            _stop_waiting(uow, payment, config)
+    for payment, review in reviewed:
+        verdict = Outcome("approve" if review.verdict == "approve" else "reject", review.reason)
+        emitted += _conclude(uow, payment, verdict, now, approved)
+    emitted += _reserve(uow, approved, now, config.bugs)
     emitted += _post(uow, reserved, now, reserved_at if unkeyed else None)
     append(uow, emitted, config.partitions, now)
     return emitted
@@ -129,23 +170,96 @@ def _through_float(amount: int) -> int:
     return int(amount / 100 * 100)
 
 
-def _screen_and_reserve(
+def _screen(
     uow: UnitOfWork,
     payments: Sequence[Payment],
     screening: Screening,
     now: float,
-    bugs: frozenset[str],
-) -> list[PaymentEvent]:
+    config: PaymentsConfig,
+    checkers: Sequence[Checker],
+) -> tuple[list[PaymentEvent], list[Payment]]:
+    """Screen received payments: (the events, the payments approved for a reservation).
+
+    Checks in sequence decide here; in parallel, a payment waits in `screening` for their
+    decisions unless they are all in already (the checks may have read PaymentReceived first)."""
     emitted: list[PaymentEvent] = []
     approved: list[Payment] = []
+    mode = config.checks.mode if config.checks.on else "off"
     for p in payments:
         p = p.move(PaymentStatus.SCREENING)
         decision = screening.screen(p)
-        if decision.approved:
-            approved.append(p)
-        else:
+        if not decision.approved:
             save_payment(uow, p.move(PaymentStatus.REJECTED, reason=decision.reason))
             emitted.append(PaymentRejected(p.id, p.tenant, p.debtor_account, now, decision.reason))
+            continue
+        if mode == "off":
+            approved.append(p)
+            continue
+        if mode == "sequential":
+            for checker in checkers:
+                event = checks.decide_once(uow, checker, p, now)
+                if event is not None:
+                    emitted.append(event)
+        found = checks.decisions_of(uow, p, config.checks.checks)
+        verdict = checks.outcome(found, config.checks, timed_out=mode == "sequential")
+        if verdict is None:
+            save_payment(uow, p)
+            kind, key = checks.awaiting(p, config.checks, config.partitions)
+            uow.put_record(kind, "", key, "")
+        else:
+            emitted += _conclude(uow, p, verdict, now, approved)
+    return emitted, approved
+
+
+def _conclude(
+    uow: UnitOfWork, p: Payment, verdict: Outcome, now: float, approved: list[Payment]
+) -> list[PaymentEvent]:
+    """Act on what the checks (or an operator) decided: reject or hold now, or add `p` to the
+    payments to reserve."""
+    if verdict.verdict == "approve":
+        approved.append(p)
+        return []
+    if verdict.verdict == "reject":
+        save_payment(uow, p.move(PaymentStatus.REJECTED, reason=verdict.reason))
+        return [PaymentRejected(p.id, p.tenant, p.debtor_account, now, verdict.reason)]
+    save_payment(uow, p.move(PaymentStatus.HELD, reason=verdict.reason))
+    return [PaymentHeld(p.id, p.tenant, p.debtor_account, now, verdict.reason)]
+
+
+def _stop_waiting(uow: UnitOfWork, p: Payment, config: PaymentsConfig) -> None:
+    kind, key = checks.awaiting(p, config.checks, config.partitions)
+    uow.delete_records_if_unchanged(kind, "", {key: ""})
+
+
+def expire_checks(
+    uow: UnitOfWork, partitions: Sequence[int], now: float, config: PaymentsConfig
+) -> list[PaymentEvent]:
+    """The payments of `partitions` still waiting for their checks at the deadline: decide them
+    by what is in and the timeout policy for the rest (the payments members' periodic sweep)."""
+    emitted: list[PaymentEvent] = []
+    approved: list[Payment] = []
+    for partition in partitions:
+        for kind, key, tenant, payment_id in checks.due(uow, partition, now):
+            payment = get_payment(uow, tenant, payment_id)
+            uow.delete_records_if_unchanged(kind, "", {key: ""})
+            if payment is None or payment.status is not PaymentStatus.SCREENING:
+                continue
+            found = checks.decisions_of(uow, payment, config.checks.checks)
+            policy = config.checks
+            if "approve-on-timeout" in config.bugs:
+                policy = replace(policy, on_timeout="approve")  # the bug: the policy ignored
+            verdict = checks.outcome(found, policy, timed_out=True)
+            assert verdict is not None
+            emitted += _conclude(uow, payment, verdict, now, approved)
+    emitted += _reserve(uow, approved, now, config.bugs)
+    append(uow, emitted, config.partitions, now)
+    return emitted
+
+
+def _reserve(
+    uow: UnitOfWork, approved: Sequence[Payment], now: float, bugs: frozenset[str]
+) -> list[PaymentEvent]:
+    emitted: list[PaymentEvent] = []
     for tenant, group in _by_tenant(approved).items():
         batch = [
             Transfer(
@@ -299,3 +413,34 @@ def _release_unkeyed(uow: UnitOfWork, payment: Payment, now: float) -> bool:
         payment_id=payment.id,
     )
     return submit_transfers_in(uow, payment.tenant, [refund], now).results[0] in _DONE
+
+
+class ReviewRefused(Exception):
+    """A review of a payment that is not held, or was reviewed already; the message says which."""
+
+
+def review_payment(
+    uow: UnitOfWork,
+    tenant: str,
+    payment_id: str,
+    verdict: str,
+    reason: str,
+    now: float,
+    config: PaymentsConfig,
+) -> Payment | None:
+    """An operator's decision on a held payment: recorded once (as the `operator` decision) and
+    announced to the payments group, which reserves and posts it or rejects it. None when the
+    payment does not exist; ReviewRefused when it is not held or was reviewed already."""
+    payment = get_payment(uow, tenant, payment_id)
+    if payment is None:
+        return None
+    if payment.status is not PaymentStatus.HELD:
+        raise ReviewRefused(f"payment {payment_id!r} is {payment.status.value}, not held")
+    decision = Decision("approve" if verdict == "approve" else "reject", reason)
+    key = checks.decision_key(payment_id, checks.OPERATOR)
+    text = checks.decision_text(decision, now)
+    if uow.insert_record_if_absent(checks.DECISION, tenant, key, text) is not None:
+        raise ReviewRefused(f"payment {payment_id!r} was reviewed already")
+    event = PaymentReviewed(payment.id, tenant, payment.debtor_account, now, verdict, reason)
+    append(uow, [event], config.partitions, now)
+    return payment

@@ -28,23 +28,29 @@ from datetime import UTC, datetime
 
 from reference_impl.core.events import (
     EVENT_TYPES,
-    TOPICS,
+    OUTCOMES_TOPIC,
+    PAYMENTS_TOPIC,
+    SETTLEMENTS_TOPIC,
     PaymentEvent,
     PaymentFailed,
+    PaymentHeld,
     PaymentPosted,
     PaymentReceived,
     PaymentRejected,
     PaymentReserved,
+    PaymentReviewed,
     PaymentSettled,
     decode,
 )
 from reference_impl.core.ledger import TransferKind
 from reference_impl.core.payments import Payment, PaymentStatus
+from reference_impl.core.serial import Memo, dumps
 from reference_impl.service.payments import PAYMENT
 from reference_impl.service.ports import LoggedEvent, UnitOfWork
 
 REPORTING_GROUP = "reporting"
-REPORTING_TOPICS = TOPICS
+REPORTING_TOPICS = (PAYMENTS_TOPIC, OUTCOMES_TOPIC, SETTLEMENTS_TOPIC)
+"""Not the checks' decisions: the read models count payments, and a decision moves none."""
 REPORTING_HANDLES = frozenset(EVENT_TYPES)
 BALANCE = "rm_balance"
 VOLUME = "rm_volume"
@@ -82,6 +88,11 @@ class Projection:
                 self._post(event)
             case PaymentSettled():
                 self._move(t, PaymentStatus.POSTED, PaymentStatus.SETTLED)
+            case PaymentHeld():
+                self._move(t, PaymentStatus.RECEIVED, PaymentStatus.HELD)
+            case PaymentReviewed():
+                # Back in the flow: the reservation or the rejection that follows moves it on.
+                self._move(t, PaymentStatus.HELD, PaymentStatus.RECEIVED)
             case PaymentFailed():
                 before = PaymentStatus.RESERVED if failed_from_reserved else PaymentStatus.RECEIVED
                 self._move(t, before, PaymentStatus.FAILED)
@@ -118,15 +129,25 @@ def project(uow: UnitOfWork, events: Iterable[LoggedEvent], into: Projection) ->
         into.apply(event, from_reserved)
 
 
+_ROWS: Memo[str, dict[str, int | str]] = Memo(1 << 13)
+"""Read-model rows by their text: each batch rewrites the rows the one before wrote (a copy is
+taken before changing one)."""
+
+
 def _add(uow: UnitOfWork, kind: str, tenant: str, key: str, delta: Counts, **labels: str) -> None:
     """Read-modify-write of one record: add the counters, set the labels."""
     text = uow.get_record(kind, tenant, key)
-    row: dict[str, int | str] = json.loads(text) if text is not None else {}
+    row: dict[str, int | str] = {}
+    if text is not None:
+        known = _ROWS.get(text)
+        row = dict(known) if known is not None else json.loads(text)
     for name, n in delta.items():
         old = row.get(name, 0)
         row[name] = (old if isinstance(old, int) else 0) + n
     row.update(labels)
-    uow.put_record(kind, tenant, key, json.dumps(row, separators=(",", ":"), sort_keys=True))
+    text = dumps(row)
+    _ROWS.put(text, row)
+    uow.put_record(kind, tenant, key, text)
 
 
 def handle_reporting_events(uow: UnitOfWork, events: Sequence[LoggedEvent]) -> list[PaymentEvent]:

@@ -25,17 +25,19 @@ from reference_impl.api import GatewayDeps, create_app
 from reference_impl.core.events import TOPICS
 from reference_impl.core.journal import JournalEntry, first_broken_link
 from reference_impl.core.money import MAX_AMOUNT
+from reference_impl.core.payments import PaymentStatus
 from reference_impl.core.screening import ScreeningRules
 from reference_impl.core.settlement import Break, BreakKind, SettlementBatch
 from reference_impl.runtime.consumer import run_step
 from reference_impl.service.accept import IDEMPOTENCY
+from reference_impl.service.checks import DECISION
 from reference_impl.service.consumer import Idle
 from reference_impl.service.groups import Identity
 from reference_impl.service.members import GroupSettings, payments_member
 from reference_impl.service.payments import (
     PAYMENT as PAYMENT_RECORD,
 )
-from reference_impl.service.payments import PaymentsConfig
+from reference_impl.service.payments import PaymentsConfig, get_payment, save_payment
 from reference_impl.service.ports import Store, UnitOfWork
 from reference_impl.service.settlement import BATCH, BREAK
 
@@ -147,6 +149,7 @@ def build(
     store: HeldStore,
     limiter: RateLimiter | None = None,
     notify: Callable[[], None] | None = None,
+    operator_keys: frozenset[str] = frozenset(),
 ) -> tuple[Any, Gateway]:
     clock = FakeClock()
     ids = itertools.count(1)
@@ -164,6 +167,7 @@ def build(
         payments=PaymentsConfig(partitions=2),
         notify=notify or count_notifications,
         poll_interval=0.01,
+        operator_keys=operator_keys,
     )
     app = create_app(deps)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
@@ -530,6 +534,27 @@ async def test_a_failing_wake_up_does_not_turn_a_committed_payment_into_an_error
         r = await gateway.pay(BODY)
         assert r.status_code == 202
         assert [k for k, _ in gateway.records(PAYMENT_RECORD)] == [r.json()["id"]]
+
+
+async def test_a_failing_wake_up_does_not_turn_a_committed_review_into_an_error(
+    store: HeldStore,
+) -> None:
+    _, gateway = build(store, notify=broken_notify, operator_keys=frozenset({"op"}))
+    async with gateway.client:
+        await gateway.open("alice", overdraft=True)
+        await gateway.open("bob")
+        pid = (await gateway.pay(BODY)).json()["id"]
+        with store.inner.unit_of_work() as uow:  # held for review, as the checks would leave it
+            held = get_payment(uow, "acme", pid)
+            assert held is not None
+            screening = held.move(PaymentStatus.SCREENING)
+            save_payment(uow, screening.move(PaymentStatus.HELD, reason="sanctions:review"))
+            uow.commit()
+        path, headers = f"/v1/payments/{pid}/review", {**ACME, "X-Operator-Key": "op"}
+        r = await gateway.client.post(path, json={"verdict": "approve"}, headers=headers)
+        assert r.status_code == 202, r.text
+        assert r.json()["id"] == pid
+        assert [k for k, _ in gateway.records(DECISION)] == [f"{pid}/operator"]
 
 
 def broken_notify() -> None:

@@ -8,6 +8,7 @@ carry the worker processes' counters: every metric docs/serve.md documents has s
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import httpx
@@ -79,6 +80,11 @@ def test_every_scrape_counts_every_gateway_and_worker_process(tmp_path: Path) ->
                 if k.split("{")[0].endswith(("_total", "_count", "_sum", "_bucket")):
                     assert found.get(k, 0.0) >= v, (k, v, found.get(k))
             previous = found
-        # Each payment's event was committed by a payments worker process, and shows here.
-        assert value(previous, "testbed_worker_events_total", group="payments") >= PAYMENTS
+        # Each payment's event was committed by a payments worker process, and shows here once
+        # the workers have published their counters (every 0.5 s: waited for, within a minute).
+        deadline = time.monotonic() + 60
+        while value(previous, "testbed_worker_events_total", group="payments") < PAYMENTS:
+            assert time.monotonic() < deadline, "the workers' events never showed in /metrics"
+            time.sleep(0.2)
+            previous = scrape(server.url)
         assert server.stop() == 0, server.output

@@ -167,3 +167,34 @@ def test_a_zombie_commit_and_the_rebalance_that_fences_it_serialise(url: str) ->
                 assert seen["zombie"] == "fenced" and seen["offset"] == 0
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+def test_a_silent_client_mid_transaction_loses_its_group_lock_to_the_server(
+    postgres_url: str,
+) -> None:
+    """A worker stopped between two statements of a unit of work (SIGSTOP, a frozen VM) must not
+    hold the group's lock and its fenced claims for as long as it is stopped: the server ends
+    its session after the idle-in-transaction timeout and another member's heartbeat goes on.
+    (In pipeline mode the server arms that timeout only after a Sync: a read that only flushed
+    left the session 'active' and the lock held for good.)"""
+    from reference_impl.adapters.postgres import IDLE_IN_TRANSACTION_TIMEOUT_MS
+
+    store = open_store(postgres_url)
+    other = open_store(postgres_url)
+    try:
+        _join(store, "a", 0.0)
+        stalled = store.unit_of_work()
+        stalled.lock_group(GROUP)
+        stalled.fence_claims(GROUP, [0])
+        # The stalled unit of work now sends nothing more, as a stopped process would.
+        started = time.monotonic()
+        _join(other, "b", 100.0)  # blocks on the group's lock until the server frees it
+        waited = time.monotonic() - started
+        assert waited >= IDLE_IN_TRANSACTION_TIMEOUT_MS / 1000 * 0.5
+        assert _owners(other) == ["b"]  # a's lease (10 s from 0) had expired at 100
+        stalled.rollback()
+    finally:
+        store.close()
+        other.close()

@@ -7,7 +7,13 @@ from typing import Any
 
 import pandas as pd
 
-from loadtest.bottleneck import SAMPLE_COLUMNS, generator_verdict, per_second_rates
+from loadtest.bottleneck import (
+    RATE_COLUMNS,
+    SAMPLE_COLUMNS,
+    generator_verdict,
+    mean_rates,
+    per_second_rates,
+)
 from scenarios.schema import Workload
 
 
@@ -83,3 +89,12 @@ def test_per_second_rates_from_the_rows() -> None:
         "sent": [1, 3, 0],
         "answered": [1, 2, 0],
     }
+
+
+def test_the_verdict_rates_count_the_arrival_window_only() -> None:
+    # 3 s at a 100/s target; the generator sent 90, 60, 30 and its backlog after the window.
+    rows = [[0, 100.0, 95, 90, 90, 90], [1, 100.0, 104, 60, 60, 60], [2, 100.0, 99, 30, 30, 30],
+            [3, 0.0, 0, 120, 120, 120]]  # fmt: skip
+    rates = pd.DataFrame(rows, columns=RATE_COLUMNS)
+    assert mean_rates(rates, 3.0) == (60.0, 100.0)
+    assert mean_rates(rates.iloc[:0], 3.0) == (0.0, 0.0)

@@ -73,7 +73,11 @@ def record(run_dir: Path) -> dict[str, pd.DataFrame]:
     }
 
 
-def check_clean_run(done: subprocess.CompletedProcess[str], run_dir: Path) -> dict[str, Any]:
+def check_clean_run(
+    done: subprocess.CompletedProcess[str], run_dir: Path, ours: bool = True
+) -> dict[str, Any]:
+    """A load run that passed, lost and duplicated nothing and left no process; `ours`: of our
+    own processes (not a --target), every one of them sampled."""
     assert done.returncode == 0, done.stdout + done.stderr
     audit = json.loads((run_dir / "audit.json").read_text())
     assert audit["ok"] and not any(audit["counts"].values()), audit["violations"][:3]
@@ -87,6 +91,10 @@ def check_clean_run(done: subprocess.CompletedProcess[str], run_dir: Path) -> di
     assert summary["mode"] == "load"
     assert summary["metrics"]["offered"] == pytest.approx(100, rel=0.25)
     assert run_processes(run_dir) == []
+    if ours:  # every process sampled, each of the gateway's workers (2 replicas) by its name
+        nodes = set(pd.read_parquet(run_dir / "nodes.parquet")["node"])
+        gateway = {"gateway-1", "gateway-2"}
+        assert nodes == gateway | {"payments-1", "payments-2", "settlement", "projector"}
     return summary
 
 
@@ -163,19 +171,34 @@ def test_network_faults_act_through_the_proxies_and_what_cannot_apply_is_listed(
         (
             "partition",
             "a<->b",
-            "a partition in a load run cuts clients<->gateway or services<->ledger (on "
-            "PostgreSQL); zones and single processes share one machine",
+            "a partition in a load run cuts clients<->gateway or a service process's link to"
+            " ledger (on PostgreSQL); zones share one machine",
         )
     ]
+    # ... and in the printed verdict and summary.json, with the generator's achieved rate
+    # against the target and what of the topology load mode runs without (the two zones).
+    assert "faults not applied in load mode (1)" in done.stdout
+    assert "a<->b" in done.stdout
+    assert "load generator kept up" in done.stdout or "could NOT keep up" in done.stdout
+    assert "/s target" in done.stdout
+    assert "not modelled in load mode" in done.stdout and "topology.zones" in done.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["faults_not_applied"] == meta["faults_not_applied"]
+    generator = summary["generator"]
+    assert generator["target_rate"] == pytest.approx(100, rel=0.01)
+    assert generator["achieved_rate"] == pytest.approx(100, rel=0.25)
+    assert generator["bound"] == meta["generator"]["bound"]
+    assert "topology.zones" in {n["setting"] for n in summary["not_modelled"]}
+    assert "Faults not applied in load mode (1)" in (run_dir / "report.html").read_text()
     tables = record(run_dir)
     faults_table = tables["faults"]
     rows = {r.kind: r for r in faults_table[faults_table["target"] != "a<->b"].itertuples()}
     assert rows["rebalance"].detail == "8 claims revoked"
     assert rows["latency"].target == "clients<->gateway, services<->ledger"
-    assert rows["latency"].detail == "+100ms each way"
+    assert rows["latency"].detail == "+100ms each way (services<->ledger: 5 links, one per process)"
     assert rows["loss"].target == "clients<->gateway"
     assert _count(rows["loss"].detail, "connections cut") > 0
-    assert rows["partition"].target == "services<->ledger"
+    assert rows["partition"].target == "payments-1<->ledger"  # that process's link only
     assert _count(rows["partition"].detail, "chunks held") > 0
     # A request sent and answered inside the latency window crossed the clients' link twice.
     req = tables["requests"]
@@ -190,14 +213,15 @@ def _count(detail: str, what: str) -> int:
 
 
 def test_against_a_target_the_audit_reads_its_public_api(tmp_path: Path) -> None:
-    # testbed serve settles a day's payments after 60 s: the drain need not wait for that, the
-    # audit checks what is posted (and what has settled) either way.
-    path = scenario(tmp_path, drain="8s")
+    # testbed serve cuts off every 10 s and settles a day's payments after 60 s: the drain need
+    # not wait for the settling, but spans a cut-off, so that every payment posted is in a sent
+    # batch (a cut-off falls anywhere in the traffic, wherever serve's clock stands).
+    path = scenario(tmp_path, drain="12s")
     with ServeProcess(f"sqlite:///{tmp_path / 'target.db'}", {"tenant-1": "k1"}) as target:
         run_dir = tmp_path / "run"
         done = run("--mode", "load", str(path), "--out", str(run_dir), "--target", target.url,
                    "--api-key", "tenant-1:k1")  # fmt: skip
-        summary = check_clean_run(done, run_dir)
+        summary = check_clean_run(done, run_dir, ours=False)
         assert target.stop() == 0
     assert json.loads((run_dir / "meta.json").read_text())["target"] == target.url
     assert summary["payments"].get("settled", 0) + summary["payments"].get("posted", 0) > 400
@@ -222,6 +246,20 @@ def test_bad_load_flags_are_one_line_naming_the_flag(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), done.stderr
     assert run_processes(tmp_path / "run") == []
+
+
+def test_a_bank_partner_load_mode_cannot_run_is_one_line_and_starts_nothing(
+    tmp_path: Path,
+) -> None:
+    partners = [{"name": "bank-a", "missing_line_probability": 0.05}]
+    path = scenario(tmp_path, topology={"bank_partners": partners})
+    done = run("--mode", "load", str(path), "--out", str(tmp_path / "run"))
+    assert done.returncode == 2, done
+    assert done.stderr.strip().splitlines() == [
+        "topology.bank_partners[0].missing_line_probability: load mode runs a perfect bank "
+        "partner (partner behaviours are sim mode only); got 0.05"
+    ]
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_store_that_cannot_be_opened_is_one_line_and_starts_nothing(tmp_path: Path) -> None:

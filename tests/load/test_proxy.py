@@ -146,3 +146,77 @@ def test_a_partition_of_a_link_not_proxied_is_listed_as_not_applied(echo: tuple[
             heal()
             conn.settimeout(DEADLINE)
             assert conn.recv(1) == b"x"
+
+
+class _TwoWorkers:
+    store_url = "postgresql://x/y"
+    processes = {"gateway": None, "payments-1": None, "payments-2": None, "settlement": None}
+
+
+def _answers(conn: socket.socket) -> bool:
+    """Whether the echo behind `conn`'s link answers (waited for, within the deadline)."""
+    conn.sendall(b"?")
+    return conn.recv(1) == b"?"
+
+
+def _held(conn: socket.socket, link: LinkProxy) -> bool:
+    """Whether `link` holds what `conn` sends: its held count goes up (waited for) and nothing
+    comes back. A count, not a timeout, so that a slow machine cannot make a held link of one
+    that is only slow."""
+    before = link.counters.held
+    conn.sendall(b"?")
+    deadline = time.monotonic() + DEADLINE
+    while link.counters.held == before:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    conn.setblocking(False)
+    try:
+        conn.recv(1)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        conn.settimeout(DEADLINE)
+
+
+def test_a_partition_from_the_ledger_cuts_only_the_named_process_link(
+    echo: tuple[str, int],
+) -> None:
+    with contextlib.ExitStack() as stack:
+        database = {
+            n: stack.enter_context(LinkProxy(f"{n}<->ledger", echo, random.Random(1)))
+            for n in ("payments-1", "payments-2", "settlement")
+        }
+        faults = LoadFaults(_TwoWorkers(), [], 0.0, random.Random(1), Links(database=database))  # type: ignore[arg-type]
+        conns = {n: stack.enter_context(connect(link)) for n, link in database.items()}
+        target, detail, heal = faults._open(
+            Partition(kind="partition", between=["payments-1", "ledger"])
+        )
+        assert (target, detail) == ("payments-1<->ledger", "symmetric")
+        assert _held(conns["payments-1"], database["payments-1"])
+        assert _answers(conns["payments-2"]) and _answers(conns["settlement"])
+        assert heal() == "1 chunks held until it healed"
+        assert conns["payments-1"].recv(1) == b"?"  # held, then delivered on healing
+        # `services` names every service's link, as before.
+        target, detail, heal = faults._open(
+            Partition(kind="partition", between=["services", "ledger"])
+        )
+        assert (target, detail) == ("services<->ledger", "symmetric (3 links, one per process)")
+        assert all(_held(c, database[n]) for n, c in conns.items())
+        heal()
+        # One way, from the ledger's side: the process's requests pass, the answers do not.
+        target, detail, heal = faults._open(
+            Partition(kind="partition", between=["ledger", "settlement"], one_way=True)
+        )
+        assert (target, detail) == ("ledger->settlement", "one-way")
+        heal()
+        # Two processes have no link of their own to cut: they meet only in the store.
+        target, detail, _ = faults._open(
+            Partition(kind="partition", between=["payments-1", "settlement"])
+        )
+        assert target == "payments-1<->settlement"
+        assert detail.startswith("not applied: there is no link between payments-1 and settlement")
+        assert "only through the store" in detail and "[payments-1, ledger]" in detail
+        _, detail, _ = faults._open(Partition(kind="partition", between=["payments-3", "ledger"]))
+        assert detail == "not applied: no process 'payments-3' in this run"

@@ -73,10 +73,11 @@ def test_a_stall_shows_in_latency_from_the_intended_time_and_not_from_the_send(
     # From the intended send time: the stall is in the 99th percentile, as it was.
     assert result.latency.p99 >= 0.8 * stall
     assert result.latency.max >= 0.95 * stall
-    # From the actual send: one slow answer among hundreds hides below the 99th percentile.
+    # From the actual send: one slow answer among hundreds hides below the 99th percentile
+    # (a generous bound: a loaded machine slows the fake server's answers, not the stall).
     assert result.service.max >= 0.95 * stall
-    assert result.service.p99 < 0.2 * stall
-    assert result.locust.p99 < 0.2 * stall
+    assert result.service.p99 < 0.5 * stall
+    assert result.locust.p99 < 0.5 * stall
     # The late sends are counted, and the verdict says the one user was the limit.
     delayed = int((rows["sent_at"] - rows["intended_at"] > result.late_after).sum())
     assert delayed >= 0.8 * stall * 100

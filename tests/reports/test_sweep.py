@@ -129,6 +129,23 @@ def test_a_dask_cluster_gives_the_same_points_as_the_local_pool(
     assert (tmp_path / "dask" / "points.csv").read_bytes() == (local / "points.csv").read_bytes()
 
 
+def test_a_calibrated_sweep_charges_the_fitted_service_times(tmp_path: Path):
+    # A gateway fitted at 5 ms of CPU a request: its one worker serves about 146 a second
+    # (with the commit and the round trip), where the defaults' serves about 364.
+    calibration = tmp_path / "calibration.yaml"
+    calibration.write_text("service_times: {gateway_accept: {constant: {value: 0.005}}}\n")
+    rate = round(0.9 * gateway_capacity())
+    out = tmp_path / "calibrated"
+    done = sweep(str(gateway_bound(tmp_path)), "--vary", f"workload.rate={rate}",
+                 "--jobs", "1", "--calibration", str(calibration), "--out", str(out))  # fmt: skip
+    assert done.exit_code in (0, 1), done.output  # 1: the point fails its ack SLO
+    sha = json.loads((out / "sweep.json").read_text())["calibration"]["sha256"]
+    (point,) = pd.read_csv(out / "points.csv").itertuples()
+    meta = json.loads((out / point.run_dir / "meta.json").read_text())
+    assert meta["calibration"]["sha256"] == sha
+    assert point.throughput < 160 < 0.6 * rate
+
+
 def test_a_load_sweep_runs_each_point_on_real_processes(tmp_path: Path):
     scenario = yaml.safe_load(gateway_bound(tmp_path).read_text())
     scenario.update(duration="2s", drain="20s")
@@ -180,7 +197,7 @@ def test_a_load_sweep_refuses_parallel_points(knee_sweep: tuple[Path, Path, str]
          "--vary topology.gateway.workers=0,1: the value 0 is invalid: "
          "topology.gateway.workers: input should be greater than or equal to 1"),
         ("rate=100", "--vary rate=100: rate is not in the scenario schema (the scenario has: "
-         "description, seed, duration, drain, topology, workload, faults, slos, bugs)"),
+         "description, seed, duration, drain, topology, workload, faults, slos, bugs, checks)"),
     ],
 )  # fmt: skip
 def test_bad_vary_exits_2_with_one_line_and_runs_nothing(tmp_path: Path, vary: str, line: str):
@@ -198,4 +215,11 @@ def test_a_missing_scenario_and_a_bad_scheduler_are_refused(tmp_path: Path):
     assert done.exit_code == 2
     assert done.output.strip() == (
         "--scheduler: must be a Dask scheduler address like tcp://HOST:8786, got 'x'"
+    )
+    done = sweep(str(gateway_bound(tmp_path)), "--vary", "workload.rate=1,2", "--jobs", "2",
+                 "--scheduler", "tcp://127.0.0.1:8786")  # fmt: skip
+    assert done.exit_code == 2
+    assert done.output.strip() == (
+        "--jobs: not with --scheduler (a Dask cluster runs as many jobs at once as its workers "
+        "have threads)"
     )

@@ -526,9 +526,23 @@ def test_posted_payment_missing_from_batches_is_settlement() -> None:
     r = clean()
     r.pay("acme", "p6", "alice", "bob", 10, flow="post")
     r.pay("globex", "g2", "zed", "yan", 5)
-    r.settle("globex", "b4", "bank-a", ["g2"])  # a later cut-off that did not take p6
+    r.settle("globex", "b4", "bank-a", ["g2"])  # the next cut-off did not take p6 ...
+    r.pay("globex", "g3", "zed", "yan", 5)
+    r.settle("globex", "b5", "bank-a", ["g3"])  # ... nor the one after: it was left out
     (s,) = only(audit(r.build()), "settlement")
     assert s.payment_id == "p6"
+
+
+def test_payment_missing_only_from_the_last_batch_may_be_in_the_open_one() -> None:
+    # Posted just before a cut-off, seen by the settlement consumer just after it: the payment
+    # is in the next batch, still open when the run ended, which the record does not hold.
+    r = clean()
+    r.pay("acme", "p6", "alice", "bob", 10, flow="post")
+    r.pay("globex", "g2", "zed", "yan", 5)
+    r.settle("globex", "b4", "bank-a", ["g2"])
+    result = audit(r.build())
+    (s,) = only(result, "liveness")
+    assert result.ok and s.payment_id == "p6" and "still open" in s.detail
 
 
 def test_payment_posted_after_last_cutoff_is_liveness() -> None:

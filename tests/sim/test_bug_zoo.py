@@ -16,7 +16,7 @@ from testbed.judge import audit_seed
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_SEEDS = 200
-CLEAN_SEEDS = 10  # the swarm test runs the correct implementation over 300 fault mixes
+CLEAN_SEEDS = 20  # the swarm test runs the correct implementation over 200 fault mixes
 
 ZOO = {
     # bug: (scenario, violation kind the audit must report)
@@ -30,6 +30,7 @@ ZOO = {
     "lost-update": ("scenarios/quickstart.yaml", "conservation"),
     "float-money": ("scenarios/quickstart.yaml", "conservation"),
     "double-compensation": ("scenarios/catalog/zoo-poison.yaml", "phantom"),
+    "approve-on-timeout": ("scenarios/catalog/zoo-check-timeout.yaml", "compliance"),
 }
 
 

@@ -1,5 +1,6 @@
 """`testbed seeds`: a campaign passes, a bug fails it with a command that reproduces the failure,
-the outcome of every seed is the same whatever the number of jobs, and bad input exits 2."""
+the outcome of every seed is the same whatever the number of jobs or on a Dask cluster, and bad
+input exits 2."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from pathlib import Path
 import yaml
 from sim_harness import QUICKSTART
 
-from sim.campaign import CampaignJob, run_seeds
-from testbed.seeds import judge_seed
+from sim.campaign import WALL_FIELDS, CampaignJob
+from testbed.judge import run_seeds
 
 TESTBED = str(Path(sys.executable).with_name("testbed"))
 BUG = "skip-idempotency"
@@ -105,12 +106,43 @@ def test_every_seed_has_the_same_outcome_with_one_job_or_two(tmp_path: Path):
     loaded = load_scenario(small_scenario(tmp_path))
     scenario = loaded.scenario.model_copy(update={"bugs": [BUG]})
     job = CampaignJob(scenario, "small", None)
-    one = sorted(run_seeds(judge_seed, job, range(10, 14), 1), key=lambda o: o.seed)
-    two = sorted(run_seeds(judge_seed, job, range(10, 14), 2), key=lambda o: o.seed)
+    one = sorted(run_seeds(job, range(10, 14), 1), key=lambda o: o.seed)
+    two = sorted(run_seeds(job, range(10, 14), 2), key=lambda o: o.seed)
     assert [o.seed for o in one] == [10, 11, 12, 13]
     assert one == two  # wall time is not compared
     assert any(not o.ok for o in one), "the bug should fail some of these seeds"
     assert len({o.posted_p99 for o in one}) == 4, "different seeds, different runs"
+
+
+def test_a_dask_cluster_gives_the_same_campaign_as_the_local_pool(tmp_path: Path):
+    from distributed import LocalCluster
+
+    scenario = str(small_scenario(tmp_path))
+    args = ("seeds", scenario, "--count", "4", "--start", "10", "--bug", BUG)
+    local = cli(*args, "--jobs", "2", "--out", str(tmp_path / "local"))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None, scheduler_port=0) as cluster:  # fmt: skip
+        address = cluster.scheduler_address
+        dask = cli(*args, "--scheduler", address, "--out", str(tmp_path / "dask"))
+    assert (local.returncode, dask.returncode) == (1, 1), dask.stdout + dask.stderr
+    assert f"{Path(scenario).stem}, on {address}" in dask.stdout
+    on_pool, on_dask = (json.loads((tmp_path / d / "campaign.json").read_text())
+                        for d in ("local", "dask"))  # fmt: skip
+    assert (on_pool["jobs"], on_pool["scheduler"]) == (2, None)
+    assert (on_dask["jobs"], on_dask["scheduler"]) == (None, address)
+    for c in (on_pool, on_dask):
+        for f in WALL_FIELDS:
+            del c[f]
+        for failure in c["failures"]:  # the only field that names the campaign directory
+            failure["run_dir"] = Path(failure["run_dir"]).name
+    assert on_dask == on_pool
+    assert 1 <= on_dask["failed"] < 4, "some seeds pass and some fail, so both are compared"
+    seeds_csv = (tmp_path / "local" / "seeds.csv").read_bytes()
+    assert (tmp_path / "dask" / "seeds.csv").read_bytes() == seeds_csv
+    for failure in on_dask["failures"]:  # each failing seed's record, written by a Dask worker
+        name = f"seed-{failure['seed']}"
+        audits = [(tmp_path / d / name / "audit.json").read_text() for d in ("local", "dask")]
+        assert audits[0] == audits[1]
 
 
 def _one_line(text: str) -> str:
@@ -123,12 +155,21 @@ def test_bad_input_exits_2_with_a_message_naming_the_problem(tmp_path: Path):
         ("--count", "0"): "--count: must be at least 1, got 0",
         ("--count", "2", "--jobs", "0"): "--jobs: must be at least 1, got 0",
         ("--count", "2", "--start", "-1"): "--start: seeds must lie between 0 and 2^63-1",
+        ("--count", "2", "--scheduler", "host:8786"):
+            "--scheduler: must be a Dask scheduler address like tcp://HOST:8786, got 'host:8786'",
+        ("--count", "2", "--jobs", "2", "--scheduler", "tcp://127.0.0.1:8786"):
+            "--jobs: not with --scheduler (a Dask cluster runs as many jobs at once as its "
+            "workers have threads)",
+        ("--count", "2", "--scheduler", "tcp://127.0.0.1:1"):
+            "--scheduler: cannot reach tcp://127.0.0.1:1: Connection refused",
         ("--count", "2", "--bug", "nope"): "--bug: unknown bug 'nope' (valid: ack-before-durable,",
-    }
+    }  # fmt: skip
     for args, message in cases.items():
         done = cli("seeds", scenario, *args, "--out", str(tmp_path / "x"))
         assert done.returncode == 2, args
         assert message in _one_line(done.stderr), (args, done.stderr)
+        if "--scheduler" in args:
+            assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "skip-idempotency" in _one_line(done.stderr)
     missing = cli("seeds", str(tmp_path / "nope.yaml"), "--count", "2")
     assert missing.returncode == 2

@@ -209,10 +209,11 @@ def test_a_consumer_paused_past_its_lease_loses_its_partitions_and_is_fenced(tmp
     during = pay[pay["received_at"].between(1.3, 2.7)]
     # payments-2 takes every partition over once the lease (500 ms) runs out ...
     assert len(during) > 600 and (during["posted_at"] < 3.3).all()
-    # ... and payments-1, waking with the batch it had fetched, commits none of it: the offsets
-    # moved on under payments-2 (stale), or the claims did (fenced).
+    # ... and payments-1, waking with the batch it had fetched, commits none of it: payments-2
+    # has committed past it by then, so the offset check refuses it (stale) before the fence
+    # would, once; its next heartbeat tells it what it holds, so nothing else is refused.
     zombie = run.system.payments.drivers[0].incarnations[0]
-    assert zombie.stats.stale + zombie.stats.fenced >= 1
+    assert (zombie.stats.stale, zombie.stats.fenced) == (1, 0)
     assert len(run.system.payments.drivers[0].incarnations) == 1  # paused, never restarted
     _safe(result)
 
@@ -254,7 +255,9 @@ def test_partner_chaos_ends_in_classified_breaks(tmp_path: Path):
                              tmp_path)  # fmt: skip
     kinds = set(record.breaks["kind"])
     assert len(kinds) >= 3, kinds
-    assert "unclassified" not in kinds
+    # Each break is classified as the chaos that made it: a line left out (missing), sent twice
+    # (duplicate), charged a fee (amount) or booked late (timing); none names no payment.
+    assert kinds <= {"missing", "duplicate", "amount", "timing"}, kinds
     assert _row(record, "partner")["target"] == "bank-a"
     _safe(result)
 

@@ -101,3 +101,15 @@ def test_payments_worker_crashes_are_absorbed_by_keyed_effects(tmp_path: Path):
     assert summary["audit"]["ok"] is True  # type: ignore[index]
     assert summary["metrics"]["liveness.stuck"] == 0  # type: ignore[index]
     assert set(summary["payments"]) == {"settled"}  # type: ignore[arg-type]
+
+
+def test_a_run_that_accepted_no_payment_still_writes_its_record(tmp_path: Path):
+    """An empty payments table keeps its string columns typed as strings (status)."""
+    scenario = quickstart_with(duration="1s", workload={**_workload(), "rate": 0.001})
+    summary = _run(scenario, 1, tmp_path)
+    assert summary["audit"]["ok"] is True  # type: ignore[index]
+    assert load_run(tmp_path).payments.empty
+
+
+def _workload() -> dict[str, object]:
+    return load_scenario(QUICKSTART).scenario.workload.model_dump()

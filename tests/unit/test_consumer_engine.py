@@ -219,3 +219,25 @@ def test_tasks_run_only_on_the_member_that_holds_the_exclusive_group() -> None:
     clock.t += 1.0
     drain(store, [second])
     assert runs == ["first", "first", "first", "second"]
+
+
+def test_a_task_that_takes_no_time_runs_once_per_interval_even_where_float_rounding_bites() -> None:
+    # 31 * 0.075 == 2.3249999999999997, and the next multiple of 0.075 after it computed as
+    # (floor(t / 0.075) + 1) * 0.075 is that same instant: a task that took no time there ran
+    # again at once, for ever (it hung a sim run).
+    store, clock = bank(payments=0), SteppedClock()
+    clock.t = 30 * 0.075
+    runs: list[float] = []
+
+    def tick(m: Member) -> StepRun:
+        runs.append(m.clock.now())
+        yield from ()
+
+    member = reporting_member(Identity("only"), clock, SETTINGS)
+    member.tasks = [Task("tick", 0.075, tick)]
+    drain(store, [member])  # joins; the task is due from the next multiple of 0.075 on
+    clock.t = 31 * 0.075
+    member.tasks[0].next_at = clock.t
+    drain(store, [member], max_steps=50)
+    assert runs == [31 * 0.075]
+    assert member.tasks[0].next_at > clock.t

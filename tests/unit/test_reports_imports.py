@@ -1,4 +1,4 @@
-"""`reports` depends on nothing but the run record (DESIGN section 3), enforced on the source.
+"""`reports` depends on nothing but the run record, enforced on the source.
 
 The reports, the audit and the gates must read a run the same way whichever runtime wrote it, so
 no module of `reports` may import the reference implementation, a runtime or the command line.

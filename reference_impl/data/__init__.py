@@ -1,0 +1,1 @@
+"""Data shipped with the reference implementation (the synthetic sanctions watch list)."""
