@@ -42,6 +42,9 @@ def render(base: Path, c: Mapping[str, Any], per_seed: pd.DataFrame | None) -> s
     ok = c["failed"] == 0
     seeds = c["seeds"]
     verdict = "every seed safe" if ok else f"{c['failed']} seeds FAILED"
+    cut = c.get("interrupted")
+    if cut:
+        verdict += f"; cut short, {cut['seeds_not_run']} seeds did not run"
     body = [
         f"<h1>Campaign: {esc(c['scenario'])}, seeds {esc(seeds['first'])}..{esc(seeds['last'])}"
         "</h1>",
@@ -55,6 +58,7 @@ def render(base: Path, c: Mapping[str, Any], per_seed: pd.DataFrame | None) -> s
                 ("payments", f"{c['payments']:,}"),
                 ("bug-zoo variants", ", ".join(c["bugs"]) or "none"),
                 ("wall", f"{c['wall_seconds']} s on {_where(c)}"),
+                *([("cut short", cut["reason"])] if cut else []),
             ],
             left=2,
         ),

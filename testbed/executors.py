@@ -17,12 +17,15 @@ particular order; callers sort by index, so what they write does not depend on s
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import re
 import socket
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -33,6 +36,11 @@ _ADDRESS = re.compile(r"^(tcp|tls)://[^\s/:]+(:\d{1,5})?$")
 
 class ExecutorError(ValueError):
     """The executor cannot be used; the message names the flag (`--jobs`, `--scheduler`)."""
+
+
+class ExecutorLost(ExecutorError):
+    """The executor went away while jobs ran (the Dask scheduler stopped or became unreachable,
+    a pool worker process was killed): the results already yielded stand, the rest never ran."""
 
 
 def default_jobs() -> int:
@@ -109,8 +117,26 @@ def _on_pool(fn: Callable[[T], R], items: Sequence[T], jobs: int) -> Iterator[tu
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 index = running.pop(future)
-                yield index, future.result()
+                try:
+                    result = future.result()
+                except BrokenProcessPool as e:
+                    raise ExecutorLost(f"--jobs: a worker process died: {e}") from None
+                yield index, result
                 submit_next()
+
+
+@contextmanager
+def _lost(address: str) -> Iterator[None]:
+    """The cluster went away: distributed's CommClosedError is an OSError, and a cancelled
+    future is what the client hands back for the jobs in flight once it lost its scheduler."""
+    try:
+        yield
+    except CancelledError:
+        raise ExecutorLost(
+            f"--scheduler: lost {address}: the connection to it broke and its jobs were cancelled"
+        ) from None
+    except (OSError, TimeoutError) as e:
+        raise ExecutorLost(f"--scheduler: lost {address}: {str(e) or type(e).__name__}") from None
 
 
 def _on_dask(fn: Callable[[T], R], items: Sequence[T], address: str) -> Iterator[tuple[int, R]]:
@@ -122,6 +148,8 @@ def _on_dask(fn: Callable[[T], R], items: Sequence[T], address: str) -> Iterator
     from distributed import Client, as_completed
     from distributed import Future as DaskFuture
 
+    # The client logs its failed reconnections with tracebacks; the loss is reported once, below.
+    logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
     try:
         client = Client(address, timeout="15s", set_as_default=False)  # type: ignore[no-untyped-call]
     except (OSError, TimeoutError) as e:
@@ -141,9 +169,16 @@ def _on_dask(fn: Callable[[T], R], items: Sequence[T], address: str) -> Iterator
                 running[future] = nxt[0]
                 finished.add(future)  # type: ignore[no-untyped-call]
 
-        top_up()
-        for future in finished:
-            yield running.pop(future), future.result()
+        with _lost(address):
             top_up()
+        for future in finished:
+            index = running.pop(future)
+            if future.status == "error":
+                future.result()  # the job itself raised: its own exception, not a lost cluster
+            with _lost(address):
+                result = future.result()
+            yield index, result
+            with _lost(address):
+                top_up()
     finally:
         client.close()  # type: ignore[no-untyped-call]

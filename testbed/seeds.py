@@ -4,7 +4,8 @@ A seed passes when the audit finds no safety violation. Passing seeds leave noth
 a line in campaign.json; a failing seed writes its full run record to DIR/seed-N, so it can be
 inspected, re-rendered or shrunk, and the command that reproduces it is printed. Exit codes:
 0 every seed passed, 1 a seed failed, 2 bad input (a bad flag, or a Dask scheduler that cannot
-be reached).
+be reached), 3 the campaign was cut short (its Dask scheduler or a pool worker went away): the
+seeds that finished are in campaign.json with the reason and how many did not run.
 
 Seeds run on a local process pool (`--jobs`), or on a Dask cluster with `--scheduler
 tcp://HOST:8786` (testbed/executors.py); either way the same seeds give the same campaign.json
@@ -26,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from scenarios.loader import LoadedScenario, ScenarioError, load_scenario
 from sim.campaign import CampaignJob, SeedOutcome
-from testbed.executors import ExecutorError, check_executor, default_jobs
+from testbed.executors import ExecutorError, ExecutorLost, check_executor, default_jobs
 from testbed.judge import run_seeds
 from testbed.run import RUNS, BugOption, bug_flags, with_bugs
 
@@ -83,7 +84,11 @@ def seeds(
         bool, typer.Option("--shrink", help="shrink the first failing seed to DIR/shrunk.yaml")
     ] = False,
 ) -> None:
-    """Run a scenario across seeds, on a process pool or a Dask cluster, and audit every seed."""
+    """Run a scenario across seeds, on a process pool or a Dask cluster, and audit every seed.
+
+    Exit codes: 0 every seed passed, 1 a seed failed, 2 bad input, 3 cut short (the cluster or a
+    pool worker went away; campaign.json holds the seeds that finished).
+    """
     err = Console(stderr=True)
     console = Console()
     try:
@@ -125,6 +130,8 @@ def seeds(
         shrink_run(Path(recorded[0]), campaign_dir / "shrunk.yaml", console)
     elif shrink and summary["failures"]:
         console.print("nothing to shrink: the failing seeds crashed before their audit")
+    if summary.get("interrupted"):
+        raise typer.Exit(3)
     raise typer.Exit(1 if summary["failed"] else 0)
 
 
@@ -151,6 +158,7 @@ def run_campaign(
         return f"testbed run {path} --seed {seed}{bug_flags(bug)}"
 
     outcomes: list[SeedOutcome] = []
+    interrupted: str | None = None
     started = time.perf_counter()
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -162,17 +170,20 @@ def run_campaign(
     ) as bar:
         where = f"on {scheduler}" if scheduler else f"{jobs} jobs"
         task = bar.add_task(f"{loaded.name}, {where}", total=len(seed_range), failed=0)
-        for outcome in run_seeds(job, seed_range, jobs, scheduler):
-            outcomes.append(outcome)
-            failed = sum(not o.ok for o in outcomes)
-            bar.update(task, advance=1, failed=failed)
-            if not outcome.ok:
-                # soft_wrap: a reproduce command broken over two lines cannot be pasted
-                say = partial(bar.console.print, markup=False, highlight=False, soft_wrap=True)
-                say(describe_failure(outcome))
-                if outcome.run_dir:
-                    say(f"  run record: {outcome.run_dir}")
-                say(f"  reproduce:  {reproduce(outcome.seed)}")
+        try:
+            for outcome in run_seeds(job, seed_range, jobs, scheduler):
+                outcomes.append(outcome)
+                failed = sum(not o.ok for o in outcomes)
+                bar.update(task, advance=1, failed=failed)
+                if not outcome.ok:
+                    # soft_wrap: a reproduce command broken over two lines cannot be pasted
+                    say = partial(bar.console.print, markup=False, highlight=False, soft_wrap=True)
+                    say(describe_failure(outcome))
+                    if outcome.run_dir:
+                        say(f"  run record: {outcome.run_dir}")
+                    say(f"  reproduce:  {reproduce(outcome.seed)}")
+        except ExecutorLost as e:  # what finished stands and is written; the rest never ran
+            interrupted = str(e)
     summary = campaign_summary(
         outcomes,
         scenario=loaded.name,
@@ -182,6 +193,13 @@ def run_campaign(
         wall=time.perf_counter() - started,
         reproduce=reproduce,
     )
+    if interrupted is not None:
+        done = {o.seed for o in outcomes}
+        summary["interrupted"] = {
+            "reason": interrupted,
+            "seeds_not_run": len(seed_range) - len(outcomes),
+            "first_not_run": next((s for s in seed_range if s not in done), None),
+        }
     # A long campaign outlives many things; a directory removed meanwhile must not cost the summary.
     campaign_dir.mkdir(parents=True, exist_ok=True)
     (campaign_dir / "campaign.json").write_text(
@@ -223,6 +241,12 @@ def _print_summary(summary: dict[str, Any], campaign_dir: Path, console: Console
         "wall", f"{summary['wall_seconds']:.1f} s ({summary['seeds_per_minute']} seeds/min)"
     )
     console.print(table)
+    if cut := summary.get("interrupted"):
+        console.print(
+            f"campaign cut short: {cut['reason']}; {cut['seeds_not_run']} seeds did not run "
+            f"(from seed {cut['first_not_run']} on, not all consecutive)",
+            markup=False,
+        )
     console.print(f"campaign summary: {campaign_dir / 'campaign.json'}", markup=False)
     console.print(f"campaign report:  {campaign_dir / 'report.html'}", markup=False)
 

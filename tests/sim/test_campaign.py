@@ -9,8 +9,10 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 from sim_harness import QUICKSTART
 
@@ -143,6 +145,46 @@ def test_a_dask_cluster_gives_the_same_campaign_as_the_local_pool(tmp_path: Path
         name = f"seed-{failure['seed']}"
         audits = [(tmp_path / d / name / "audit.json").read_text() for d in ("local", "dask")]
         assert audits[0] == audits[1]
+
+
+@pytest.mark.timeout(300)
+def test_a_campaign_whose_cluster_goes_away_keeps_the_seeds_that_finished(tmp_path: Path):
+    from distributed import LocalCluster
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class Finished(SchedulerPlugin):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.count = 0
+
+        def transition(self, key: object, start: str, finish: str, *args: object, **kw: object):
+            self.count += finish == "memory"
+
+    scenario = str(small_scenario(tmp_path))
+    count = 400  # far more than run before the cluster goes: seconds each on two workers
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None, scheduler_port=0) as cluster:  # fmt: skip
+        finished = Finished()
+        cluster.scheduler.add_plugin(finished)
+        out = tmp_path / "c"
+        args = ["seeds", scenario, "--count", str(count), "--scheduler", cluster.scheduler_address]
+        campaign = subprocess.Popen(
+            [TESTBED, *args, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while finished.count < 2 and campaign.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert finished.count >= 2, "two seeds finish on the cluster"
+    output, _ = campaign.communicate(timeout=180)
+    assert campaign.returncode == 3, output
+    summary = json.loads((out / "campaign.json").read_text())
+    cut = summary["interrupted"]
+    assert cut["reason"].startswith("--scheduler: lost tcp://"), cut
+    assert summary["run"] >= 2 and summary["run"] + cut["seeds_not_run"] == count
+    assert summary["passed"] == summary["run"], "the seeds that finished stand"
+    assert len((out / "seeds.csv").read_text().splitlines()) == summary["run"] + 1
+    assert "cut short" in (out / "report.html").read_text()
+    assert f"{cut['seeds_not_run']} seeds did not run" in _one_line(output), output
 
 
 def _one_line(text: str) -> str:

@@ -1,0 +1,40 @@
+"""`run_jobs`: every job's result once, on one process or a pool; a pool whose worker dies
+says so (ExecutorLost) after handing back the results that finished."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from testbed.executors import ExecutorError, ExecutorLost, run_jobs
+
+
+def square(n: int) -> int:
+    return n * n
+
+
+def square_or_die(n: int) -> int:
+    if n == 3:
+        os._exit(9)  # a worker killed mid-job, as the OOM killer would
+    return n * n
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_every_job_gives_its_result_once(jobs: int) -> None:
+    results = dict(run_jobs(square, list(range(6)), jobs))
+    assert results == {i: i * i for i in range(6)}
+
+
+def test_a_pool_whose_worker_dies_reports_it_after_the_results_that_finished() -> None:
+    got: dict[int, int] = {}
+    with pytest.raises(ExecutorLost, match=r"^--jobs: a worker process died"):
+        for index, result in run_jobs(square_or_die, [0, 1, 2, 3, 4, 5, 6, 7], 2):
+            got[index] = result
+    assert 3 not in got
+    assert all(result == index * index for index, result in got.items())
+
+
+def test_jobs_below_one_are_refused() -> None:
+    with pytest.raises(ExecutorError, match="--jobs: must be at least 1, got 0"):
+        list(run_jobs(square, [1], 0))
