@@ -1,10 +1,13 @@
 """API benchmark: POST /v1/payments against a trivial FastAPI endpoint served the same way.
 
-`python -m reference_impl.api_bench [--seconds 10]` measures, in one run on this machine:
+`python -m reference_impl.api_bench [--seconds 10] [--workers N] [--postgres URL]` measures, in
+one run on this machine:
 
-1. saturation throughput of POST /v1/payments (`testbed serve`: one process, SQLite, workers
-   in-process) and of a trivial FastAPI POST endpoint (same body and headers, one uvicorn
-   process), both driven closed-loop by `wrk`. Prints both, the ratio (target >= 0.5) and the
+1. saturation throughput of POST /v1/payments (`testbed serve` on SQLite, or on a fresh schema
+   of the PostgreSQL database `--postgres` names; one process with the workers in-process, or
+   `--workers N` gateway processes with the workers in processes of their own) and of a trivial
+   FastAPI POST endpoint (same body and headers, one uvicorn process), both driven closed-loop
+   by `wrk`. Prints both, the ratio (target >= 0.5) and the
    p99 ack latency at saturation;
 2. at half the measured payments throughput, paced by wrk (each connection waits a random
    interval with the right mean before its next request): the p99 of `processing`, each
@@ -30,6 +33,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,7 +184,7 @@ def wait_drained(url: str, timeout: float = 120.0) -> None:
     while time.monotonic() < deadline:
         text = httpx.get(f"{url}/metrics", timeout=30.0).text
         lags = re.findall(r"^testbed_queue_lag_events\{.*\} (\S+)$", text, re.M)
-        if len(lags) == 3 and all(float(n) == 0 for n in lags):
+        if lags and all(float(n) == 0 for n in lags):  # every group the server runs
             return
         time.sleep(0.2)
     raise RuntimeError(f"consumer groups not drained in {timeout:g}s")
@@ -232,9 +237,52 @@ def _serve_trivial(seconds: float) -> WrkRun:
         baseline.wait()
 
 
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {value!r}")
+    return n
+
+
+@contextmanager
+def _store(postgres: str | None) -> Iterator[str]:
+    """A store URL for one benchmark: a SQLite file in a temporary directory, or a schema of
+    its own in the PostgreSQL database `postgres` names, dropped afterwards."""
+    if postgres is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite:///{Path(tmp) / 'bench.db'}"
+        return
+    import psycopg
+    from psycopg import sql
+
+    schema = f"api_bench_{uuid.uuid4().hex[:12]}"
+    try:
+        yield f"{postgres}{'&' if '?' in postgres else '?'}schema={schema}"
+    finally:
+        with psycopg.connect(postgres.split("?")[0], autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reference_impl.api_bench")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=None,
+        help="gateway processes (testbed serve --workers)",
+    )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        default=None,
+        help="PostgreSQL instead of SQLite (a fresh schema)",
+    )
     args = parser.parse_args(argv)
     seconds: float = args.seconds
     if shutil.which("wrk") is None:
@@ -247,25 +295,29 @@ def main(argv: list[str] | None = None) -> int:
 
     trivial = _serve_trivial(seconds)
     paced_run = uuid.uuid4().hex[:8]
-    with tempfile.TemporaryDirectory() as tmp:
-        store = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        with ServeProcess(store, {TENANT: KEY}) as server:
-            setup_accounts(server.url)
-            pay = wrk(server.url, "/v1/payments", seconds, uuid.uuid4().hex[:8])
-            wait_drained(server.url)
-            half = pay.accepted_per_s / 2
-            paced = wrk(server.url, "/v1/payments", seconds, paced_run, rate=half)
-            wait_drained(server.url)
-            made, posted = time_to_posted(store, paced_run)
-            server.stop()
+    with (
+        _store(args.postgres) as store,
+        ServeProcess(store, {TENANT: KEY}, workers=args.workers) as server,
+    ):
+        setup_accounts(server.url)
+        pay = wrk(server.url, "/v1/payments", seconds, uuid.uuid4().hex[:8])
+        wait_drained(server.url)
+        half = pay.accepted_per_s / 2
+        paced = wrk(server.url, "/v1/payments", seconds, paced_run, rate=half)
+        wait_drained(server.url)
+        made, posted = time_to_posted(store, paced_run)
+        server.stop()
 
     ratio = pay.accepted_per_s / trivial.accepted_per_s if trivial.accepted_per_s else 0.0
+    label = "PostgreSQL" if args.postgres else "SQLite"
+    if args.workers:
+        label += f", {args.workers} gw"
     cpus = os.cpu_count()
     print(f"load generator: wrk, one thread; {seconds:g} s per phase; {cpus} CPUs")
     print(f"{'':34}202/s      p99 ack   non-202   wrk CPU")
     runs: list[tuple[str, WrkRun]] = [
         ("trivial FastAPI POST", trivial),
-        ("POST /v1/payments (SQLite)", pay),
+        (f"POST /v1/payments ({label})", pay),
         (f"  paced at half load ({half:.0f}/s)", paced),
     ]
     for name, run in runs:

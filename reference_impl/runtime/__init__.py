@@ -125,7 +125,9 @@ class Runtime:
             runtime._signal = PgSignal(store.conninfo, channel_for(store.schema), runtime.wakeup)
             runtime._signal.start()
         runtime.registry.register(
-            WorkerCollector(runtime.store, config.partitions, config.tenants, runtime.loops)
+            WorkerCollector(
+                runtime.store, config.partitions, config.tenants, runtime.loops, config.groups
+            )
         )
         return runtime
 

@@ -38,8 +38,12 @@ class WorkerCollector(Collector):
         partitions: int,
         tenants: Sequence[str],
         loops: Sequence[ConsumerLoop],
+        groups: Sequence[str],
     ) -> None:
+        """`groups`: those the deployment runs, wherever their members are; a group it does not
+        run (the checks' when they are off) has no lag to report, only a log it never reads."""
         self._store = store
+        self._groups = [g for g in GROUP_TOPICS if g in groups]
         self._partitions = partitions
         self._tenants = list(tenants)
         self._loops = loops
@@ -58,8 +62,10 @@ class WorkerCollector(Collector):
         )
         try:
             with self._store.unit_of_work() as uow:
-                for group, topics in GROUP_TOPICS.items():
-                    lag.add_metric([group], group_lag(uow, group, topics, self._partitions))
+                for group in self._groups:
+                    lag.add_metric(
+                        [group], group_lag(uow, group, GROUP_TOPICS[group], self._partitions)
+                    )
                 for tenant in self._tenants:
                     for status, n in sorted(read_models(uow, tenant).statuses.items()):
                         statuses.add_metric([tenant, status], n)

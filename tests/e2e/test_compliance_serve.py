@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from test_serve_load import drain
 
 from reference_impl.adapters import open_store
 from reference_impl.runtime.launcher import ServeProcess
@@ -89,6 +90,8 @@ def test_checks_in_their_own_processes_reject_hold_and_pass_payments(tmp_path: P
             assert settled_status(http, near, ("held", *moving))["status"] == "posted"
             missing = http.post("/v1/payments/nope/review", json=verdict, headers=operator)
             assert missing.status_code == 404
+        checks = ("sanctions", "aml", "fraud")
+        drain(server.url, ("payments", *checks))  # /metrics shows the checks' groups' lag too
         assert server.stop() == 0, server.output
     opened = open_store(store)
     try:

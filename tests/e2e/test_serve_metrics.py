@@ -67,6 +67,14 @@ def test_every_scrape_counts_every_gateway_and_worker_process(tmp_path: Path) ->
             assert r.status_code == 202, r.text
         drain(server.url)
 
+        # The groups this deployment runs; not the checks' groups, which it does not run (their
+        # lag would only grow: a log nobody reads).
+        lags = [k for k in scrape(server.url) if k.startswith("testbed_queue_lag_events")]
+        assert sorted(lags) == [
+            f'testbed_queue_lag_events{{group="{g}"}}'
+            for g in ("payments", "reporting", "settlement")
+        ]
+
         previous: dict[str, float] = {}
         for _ in range(12):
             found = scrape(server.url)

@@ -1,11 +1,25 @@
 """Calibration end to end: a load run's processes time their stages, `testbed calibrate` fits the
-sim's service times to them, and a sim run uses the file and says so in its meta."""
+sim's service times to them, a sim run uses the file and says so in its meta, and the calibrated
+sim predicts a load run at another rate that it was not fitted on.
+
+The prediction's band is generous (a factor of 3 either way) so that a noisy machine does not
+fail it; what it catches is a calibration that is broken. On the quickstart's topology (SQLite,
+consumers polling every 50 ms) the sim with its *default* service times also lands inside the
+band, so a calibration that is not applied at all would pass the first check; the second check
+runs the same fit with every service time scaled up 10x and asserts that this prediction falls
+outside the band: a calibration file that does not reach the sim, or a fit whose times are 10x
+too large, fails the test. (10x too small does not leave the band at this rate: posted p50 is
+then mostly the consumers' polling, which is measured, not fitted.)
+testbed/bench_calibration.py measures the same thing against a +-20% target.
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -20,12 +34,37 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
                           check=False)  # fmt: skip
 
 
-@pytest.mark.timeout(300)
-def test_a_load_run_calibrates_the_sim(tmp_path: Path) -> None:
-    path = scenario(tmp_path)
-    load_dir = tmp_path / "load"
-    check_clean_run(run("--mode", "load", str(path), "--out", str(load_dir)), load_dir)
+FIT_RATE, PREDICTED_RATE = 100, 200
+"""Payments per second of the load run the calibration is fitted on, and of the one it predicts."""
+FACTOR = 3.0
+"""How far (either way) the predicted posted p50 may be from the measured one."""
+NOT_TIMES = frozenset({"ledger_writers", "host_cores", "light_weight", "consumer_poll"})
+"""Calibration fields that are not service times (counts, a fraction, a poll interval)."""
 
+
+@dataclass(frozen=True)
+class Fitted:
+    scenario: Path
+    load_dir: Path
+    calibration: Path
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> Fitted:
+    """One load run at FIT_RATE and its calibration, shared by the tests of this module."""
+    base = tmp_path_factory.mktemp("fit")
+    path = _scenario(base, FIT_RATE)
+    load_dir = base / "load"
+    check_clean_run(run("--mode", "load", str(path), "--out", str(load_dir)), load_dir)
+    out = base / "calibration.yaml"
+    done = cli("calibrate", str(load_dir), "-o", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return Fitted(path, load_dir, out)
+
+
+@pytest.mark.timeout(300)
+def test_a_load_run_calibrates_the_sim(fitted: Fitted, tmp_path: Path) -> None:
+    path, load_dir, out = fitted.scenario, fitted.load_dir, fitted.calibration
     timings = pd.read_parquet(load_dir / "timings.parquet")
     assert not (load_dir / "timings").exists()  # the processes' files, merged and removed
     payments = pd.read_parquet(load_dir / "payments.parquet")
@@ -38,9 +77,6 @@ def test_a_load_run_calibrates_the_sim(tmp_path: Path) -> None:
     worked = steps[steps["stage"] == "payments"]
     assert (worked["items"] + worked["skipped"] > 0).all()
 
-    out = tmp_path / "calibration.yaml"
-    done = cli("calibrate", str(load_dir), "-o", str(out))
-    assert done.returncode == 0, done.stdout + done.stderr
     calibration = load_calibration(out)
     fitted = yaml.safe_load(out.read_text())["service_times"]
     assert {"gateway_accept", "ledger_commit", "payments_batch", "client"} <= set(fitted)
@@ -76,3 +112,49 @@ def test_a_bad_calibration_file_is_one_line_naming_the_field(tmp_path: Path) -> 
         "Input should be greater than or equal to 0"
     )
     assert not (tmp_path / "never").exists()
+
+
+def _scenario(tmp_path: Path, rate: int) -> Path:
+    directory = tmp_path / f"scenario-{rate}"
+    directory.mkdir()
+    return scenario(directory, workload={"rate": f"{rate}/s"})
+
+
+def _posted_p50(run_dir: Path) -> float:
+    metrics: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())["metrics"]
+    return float(metrics["posted.p50"])
+
+
+def _scaled(value: Any, factor: float) -> Any:
+    """Every time in a calibration entry times `factor` (shapes and sample counts kept)."""
+    if isinstance(value, dict):
+        return {k: v if k in ("sigma", "samples") else _scaled(v, factor) for k, v in value.items()}
+    return value * factor
+
+
+def _sim(path: Path, calibration: Path, out: Path) -> float:
+    done = cli("run", str(path), "--calibration", str(calibration), "--out", str(out))
+    assert done.returncode in (0, 1), done.stdout + done.stderr  # 1: an SLO missed
+    return _posted_p50(out)
+
+
+@pytest.mark.timeout(300)
+def test_the_calibrated_sim_predicts_a_load_run_it_was_not_fitted_on(
+    fitted: Fitted, tmp_path: Path
+) -> None:
+    calibration = fitted.calibration
+    path = _scenario(tmp_path, PREDICTED_RATE)
+    measured_dir = tmp_path / "measured"
+    done = run("--mode", "load", str(path), "--out", str(measured_dir))
+    assert done.returncode == 0, done.stdout + done.stderr
+    measured = _posted_p50(measured_dir)
+    predicted = _sim(path, calibration, tmp_path / "predicted")
+    assert measured / FACTOR <= predicted <= measured * FACTOR, (predicted, measured)
+
+    data = yaml.safe_load(calibration.read_text())
+    times = data["service_times"]
+    data["service_times"] = {k: v if k in NOT_TIMES else _scaled(v, 10) for k, v in times.items()}
+    slow = tmp_path / "calibration-x10.yaml"
+    slow.write_text(yaml.safe_dump(data))
+    mis_scaled = _sim(path, slow, tmp_path / "mis-scaled")
+    assert mis_scaled > measured * FACTOR, (mis_scaled, measured)
