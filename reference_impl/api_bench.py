@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -129,6 +129,10 @@ class WrkRun:
     """Latency p99 over every answer, in seconds (from each request's send time)."""
     generator_cpu: float
     """wrk's CPU seconds per wall second: near 1.0 its one thread was the bottleneck."""
+    accepted: int = 0
+    """202 answers in all."""
+    server_cpu: dict[str, float] = field(default_factory=dict)
+    """CPU seconds the server's processes used for the run, by role (until drained)."""
 
 
 def wrk(url: str, path: str, seconds: float, run: str, rate: float | None = None) -> WrkRun:
@@ -160,7 +164,7 @@ def wrk(url: str, path: str, seconds: float, run: str, rate: float | None = None
     if counted is None or p99 is None:
         raise RuntimeError(f"cannot read wrk's output:\n{out}")
     accepted, other, micros = (int(g) for g in counted.groups())
-    return WrkRun(accepted / (micros / 1e6), other, _seconds(p99.group(1)), cpu / wall)
+    return WrkRun(accepted / (micros / 1e6), other, _seconds(p99.group(1)), cpu / wall, accepted)
 
 
 def _p99(values: list[float]) -> float:
@@ -211,6 +215,33 @@ def time_to_posted(store_url: str, run: str) -> tuple[int, list[float]]:
     return made, delays
 
 
+def cpu_by_role(root_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the process tree under `root_pid`, summed by
+    role: a child's process title without its number ("testbed: payments worker 2" ->
+    "payments worker"); the root is the supervisor (with `--workers`) or the whole server."""
+    import psutil
+
+    root = psutil.Process(root_pid)
+    used: dict[str, float] = {}
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            with proc.oneshot():
+                times = proc.cpu_times()
+                title = " ".join(proc.cmdline())
+        except psutil.Error:  # gone meanwhile: its time is not counted
+            continue
+        if m := re.match(r"testbed: (.*?)(?: \d+)?\s*$", title):
+            role = "gateway and workers (one process)" if m.group(1) == "serve" else m.group(1)
+        elif proc.pid == root_pid:
+            role = "server process"
+        elif "uvicorn" in title:
+            role = "gateway manager (uvicorn)"
+        else:
+            role = "other"
+        used[role] = used.get(role, 0.0) + times.user + times.system
+    return used
+
+
 def judged(what: str, ok: bool) -> None:
     print(f"{what:<66}{'PASS' if ok else 'MISS'}")
 
@@ -231,7 +262,10 @@ def _serve_trivial(seconds: float) -> WrkRun:
                 time.sleep(0.1)
         else:
             raise RuntimeError("the trivial baseline server did not start")
-        return wrk(base_url, "/trivial", seconds, uuid.uuid4().hex[:8])
+        before = cpu_by_role(baseline.pid)
+        run = wrk(base_url, "/trivial", seconds, uuid.uuid4().hex[:8])
+        used = sum(cpu_by_role(baseline.pid).values()) - sum(before.values())
+        return replace(run, server_cpu={"trivial endpoint (uvicorn)": used})
     finally:
         baseline.terminate()
         baseline.wait()
@@ -300,8 +334,12 @@ def main(argv: list[str] | None = None) -> int:
         ServeProcess(store, {TENANT: KEY}, workers=args.workers) as server,
     ):
         setup_accounts(server.url)
+        assert server.proc is not None
+        before = cpu_by_role(server.proc.pid)
         pay = wrk(server.url, "/v1/payments", seconds, uuid.uuid4().hex[:8])
-        wait_drained(server.url)
+        wait_drained(server.url)  # the payments' whole processing, not only their acceptance
+        after = cpu_by_role(server.proc.pid)
+        pay = replace(pay, server_cpu={r: t - before.get(r, 0.0) for r, t in after.items()})
         half = pay.accepted_per_s / 2
         paced = wrk(server.url, "/v1/payments", seconds, paced_run, rate=half)
         wait_drained(server.url)
@@ -325,6 +363,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<30}{run.accepted_per_s:9.0f}  {run.p99 * 1e3:8.1f} ms  {run.other:8d}"
             f"  {run.generator_cpu:8.0%}"
         )
+    print("server CPU per 202 (saturation phase; the payments' until every group drained):")
+    for run in (trivial, pay):
+        for role, used in sorted(run.server_cpu.items(), key=lambda r: -r[1]):
+            if used > 0:
+                print(f"  {role:<32}{used / max(run.accepted, 1) * 1e3:8.2f} ms")
     # wrk's one thread near a full core means it, not the server, set the pace: no verdict then.
     fair = max(run.generator_cpu for _, run in runs) < GENERATOR_CPU_LIMIT
     judged(f"wrk below {GENERATOR_CPU_LIMIT:.0%} CPU in every phase", fair)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from reference_impl.api_bench import trivial_app, wrk
+from reference_impl.api_bench import cpu_by_role, main, trivial_app, wrk
 from reference_impl.runtime.launcher import free_port
 
 BODY = {"debtor_account": "d1", "creditor_account": "c1", "amount": 5, "currency": "EUR"}
@@ -29,6 +29,9 @@ async def test_the_baseline_endpoint_answers_202(anyio_backend: str) -> None:
     assert r.json()["amount"] == 5
 
 
+_pids: dict[str, int] = {}
+
+
 @pytest.fixture
 def trivial_url() -> Iterator[str]:
     if shutil.which("wrk") is None:
@@ -42,6 +45,7 @@ def trivial_url() -> Iterator[str]:
          "--port", str(port), "--log-level", "warning"],
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    _pids[url] = server.pid
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -64,3 +68,19 @@ def test_wrk_counts_202_answers_as_throughput_and_nothing_else(trivial_url: str)
     missing = wrk(trivial_url, "/no-such-route", 1, "nf")  # every answer a 404
     assert missing.accepted_per_s == 0 and missing.other > 0
     assert 0 <= missing.generator_cpu < 1.5
+
+
+@pytest.mark.timeout(120)
+def test_the_server_cpu_of_a_run_is_counted_by_role(trivial_url: str) -> None:
+    pid = _pids[trivial_url]
+    before = cpu_by_role(pid)
+    assert list(before) == ["server process"]  # no child, no process title: the root itself
+    wrk(trivial_url, "/trivial", 1, "cpu")
+    assert cpu_by_role(pid)["server process"] > before["server process"]
+
+
+def test_bad_flags_exit_2_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--workers", "0"])
+    assert exit_.value.code == 2
+    assert "--workers: must be a whole number >= 1, not '0'" in capsys.readouterr().err
