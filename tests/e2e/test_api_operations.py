@@ -7,6 +7,7 @@ The memory store is enough here: these rules live in the gateway, not in the sto
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -159,6 +160,30 @@ async def test_unreachable_redis_limiter_answers_503() -> None:
         r = await http.get("/v1/journal", headers=ACME)
     assert r.status_code == 503 and r.headers["retry-after"] == "1"
     assert "Redis" in r.json()["detail"]
+
+
+class ThreadRecorder:
+    """A limiter that allows everything and records the thread each call ran on."""
+
+    def __init__(self, blocking: bool | None) -> None:
+        if blocking is not None:
+            self.blocking = blocking
+        self.threads: list[threading.Thread] = []
+
+    def allow(self, tenant: str) -> tuple[bool, float]:
+        self.threads.append(threading.current_thread())
+        return True, 0.0
+
+
+@pytest.mark.parametrize(("blocking", "on_the_loop"), [(False, True), (True, False), (None, False)])
+async def test_only_a_limiter_that_blocks_is_called_off_the_event_loop(
+    blocking: bool | None, on_the_loop: bool
+) -> None:
+    limiter = ThreadRecorder(blocking)  # None: says nothing, so it is assumed to block
+    async with client_for(create_app(deps(MemoryStore(), limiter))) as client:
+        assert (await client.get("/v1/journal", headers=ACME)).status_code == 200
+    loop_thread = threading.current_thread()  # httpx's ASGI transport runs the app here
+    assert [t is loop_thread for t in limiter.threads] == [on_the_loop]
 
 
 # -- store outages ------------------------------------------------------------------------
