@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from threadpoolctl import threadpool_limits
 
 from reference_impl.adapters.fraud_model import META_FILE, MODEL_FILE, FraudModel, FraudModelError
 from reference_impl.core.checks import APPROVE, Decision
@@ -40,15 +39,7 @@ from testbed.fraud_train import (
 EMPTY = AccountProfile()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Score and fit on one OpenMP thread, as a consumer should: on a busy machine, waking
-    scikit-learn's threads for a single row costs more than the row (docs/compliance.md).
-    threadpoolctl limits only the libraries loaded: scikit-learn's OpenMP is loaded first."""
-    import sklearn.ensemble  # noqa: F401
-
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def history(*payments: tuple[float, str, int]) -> AccountProfile:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
 from reference_impl.adapters.fraud_model import META_FILE, FraudModel
@@ -21,15 +20,7 @@ FRAUD_MIX = HERE / "catalog" / "fraud-mix.yaml"
 QUICKSTART = HERE / "quickstart.yaml"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Score and fit on one OpenMP thread, as a consumer should: on a busy machine, waking
-    scikit-learn's threads for a single row costs more than the row (docs/compliance.md).
-    threadpoolctl limits only the libraries loaded: scikit-learn's OpenMP is loaded first."""
-    import sklearn.ensemble  # noqa: F401
-
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
