@@ -125,6 +125,29 @@ _JOURNAL_COLUMNS = (
     "prev_hash, hash, pending_id"
 )
 _SELECT_HEAD = "SELECT seq, hash FROM heads WHERE tenant = %s FOR UPDATE"
+
+
+def _probe(table: str, columns: str) -> str:
+    """Rows of `table` by (tenant, id): one primary-key probe per id, whatever the statistics.
+
+    `WHERE tenant = %s AND id = ANY(%s)` leaves the plan to the planner, and it picks one that
+    reads every row of the tenant: without statistics (autovacuum off, a table never analysed)
+    it assumes `tenant = ...` matches a handful of rows and filters them by id; with statistics
+    it finds a scan cheaper than a thousand index descents. Either way a batch's lookups cost
+    in proportion to the tenant's whole history instead of to the batch: transfers took 4 ms on
+    a fresh schema and 55 ms after 120,000 transfers. The lateral subquery, fenced by OFFSET 0
+    so it is not flattened into a join the planner could hash, can only run as a nested loop
+    over the ids with an index scan on the full primary key inside.
+    """
+    return (
+        f"SELECT r.* FROM unnest(%b::text[]) AS k(id) CROSS JOIN LATERAL"
+        f" (SELECT {columns} FROM {table} AS t WHERE t.tenant = %s AND t.id = k.id OFFSET 0) AS r"
+    )
+
+
+_GET_ACCOUNTS = _probe("accounts", _ACCOUNT_COLUMNS)
+_GET_TRANSFERS = _probe("transfers", _TRANSFER_COLUMNS)
+
 # Each batch write has two forms: one row per statement for small batches (dumping arrays
 # costs more client CPU than it saves there), one statement over arrays (`unnest`) for large
 # ones. Arrays go in binary (`%b`): the text form quotes every element with a regex, which cost
@@ -391,10 +414,7 @@ class PostgresUnitOfWork(UnitOfWork):
         return JournalHead(seq, digest)
 
     def get_accounts(self, tenant: str, ids: Collection[str]) -> dict[str, Account]:
-        rows = self._query(
-            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE tenant = %s AND id = ANY(%b)",
-            (tenant, list(ids)),
-        )
+        rows = self._query(_GET_ACCOUNTS, (list(ids), tenant))
         return {r[0]: Account(*r) for r in rows}
 
     def list_accounts(self, tenant: str) -> list[Account]:
@@ -426,10 +446,7 @@ class PostgresUnitOfWork(UnitOfWork):
         )
 
     def get_transfers(self, tenant: str, ids: Collection[str]) -> dict[str, StoredTransfer]:
-        rows = self._query(
-            f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE tenant = %s AND id = ANY(%b)",
-            (tenant, list(ids)),
-        )
+        rows = self._query(_GET_TRANSFERS, (list(ids), tenant))
         found = {}
         for id_, debit, credit, amount, cur, kind, pending_id, payment_id, at, state in rows:
             found[id_] = StoredTransfer(
