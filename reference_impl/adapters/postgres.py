@@ -268,6 +268,24 @@ def _write_rows(
     cur.execute(array_sql, (*columns, tenant) if tenant_last else (tenant, *columns))
 
 
+def _stored_transfers(rows: list[tuple[Any, ...]]) -> dict[str, StoredTransfer]:
+    found = {}
+    for id_, debit, credit, amount, cur, kind, pending_id, payment_id, at, state in rows:
+        found[id_] = StoredTransfer(
+            id_,
+            debit,
+            credit,
+            amount,
+            cur,
+            TransferKind(kind),
+            pending_id,
+            payment_id,
+            at,
+            PendingState(state) if state else None,
+        )
+    return found
+
+
 Connection = psycopg.Connection[tuple[Any, ...]]
 
 
@@ -446,22 +464,31 @@ class PostgresUnitOfWork(UnitOfWork):
         )
 
     def get_transfers(self, tenant: str, ids: Collection[str]) -> dict[str, StoredTransfer]:
-        rows = self._query(_GET_TRANSFERS, (list(ids), tenant))
-        found = {}
-        for id_, debit, credit, amount, cur, kind, pending_id, payment_id, at, state in rows:
-            found[id_] = StoredTransfer(
-                id_,
-                debit,
-                credit,
-                amount,
-                cur,
-                TransferKind(kind),
-                pending_id,
-                payment_id,
-                at,
-                PendingState(state) if state else None,
-            )
-        return found
+        return _stored_transfers(self._query(_GET_TRANSFERS, (list(ids), tenant)))
+
+    def lock_and_load(
+        self, tenant: str, account_ids: Collection[str], transfer_ids: Collection[str]
+    ) -> tuple[JournalHead, dict[str, Account], dict[str, StoredTransfer]]:
+        # One round trip: the server runs a pipeline's statements in order, and each read takes
+        # its snapshot when it starts (READ COMMITTED), so the reads queued behind the FOR
+        # UPDATE run once the lock is held and see whatever its previous holder committed.
+        with _mapped_errors(self._store._shown):
+            head = self._cursor().execute(_SELECT_HEAD, (tenant,))
+            accounts = self._cursor().execute(_GET_ACCOUNTS, (list(account_ids), tenant))
+            transfers = self._cursor().execute(_GET_TRANSFERS, (list(transfer_ids), tenant))
+            assert self._pipe is not None
+            self._pipe.sync()
+            head_rows = head.fetchall()
+            account_rows = accounts.fetchall()
+            transfer_rows = transfers.fetchall()
+        if not head_rows:  # a new tenant: the reads ran without its lock; take it, read again
+            return super().lock_and_load(tenant, account_ids, transfer_ids)
+        seq, digest = head_rows[0]
+        return (
+            JournalHead(seq, digest),
+            {r[0]: Account(*r) for r in account_rows},
+            _stored_transfers(transfer_rows),
+        )
 
     def write_ledger(self, tenant: str, changes: LedgerChanges) -> None:
         accounts = [
