@@ -14,8 +14,11 @@ locked per-partition counter, so they are gapless and a consumer never skips an 
 commits late. Serialization failures and deadlocks surface as `ConcurrentUpdate`.
 
 Round trips: each unit of work runs in psycopg's pipeline mode, so writes are queued and sent
-with the next read or with the COMMIT; a batch is written with one statement per table
-(`unnest` of arrays), whatever its size.
+with the next read or with the COMMIT. A ledger batch costs two: `lock_and_load` (the head's
+lock, then the accounts and transfers it names) and the writes with the COMMIT. Small batches
+are written one row per statement, larger ones with one statement per table (`unnest` of
+arrays). Lookups by id probe the primary key once per id (`_probe`), so their cost follows the
+batch, not the size of the tables.
 """
 
 from __future__ import annotations
@@ -130,14 +133,16 @@ _SELECT_HEAD = "SELECT seq, hash FROM heads WHERE tenant = %s FOR UPDATE"
 def _probe(table: str, columns: str) -> str:
     """Rows of `table` by (tenant, id): one primary-key probe per id, whatever the statistics.
 
-    `WHERE tenant = %s AND id = ANY(%s)` leaves the plan to the planner, and it picks one that
-    reads every row of the tenant: without statistics (autovacuum off, a table never analysed)
-    it assumes `tenant = ...` matches a handful of rows and filters them by id; with statistics
-    it finds a scan cheaper than a thousand index descents. Either way a batch's lookups cost
-    in proportion to the tenant's whole history instead of to the batch: transfers took 4 ms on
-    a fresh schema and 55 ms after 120,000 transfers. The lateral subquery, fenced by OFFSET 0
-    so it is not flattened into a join the planner could hash, can only run as a nested loop
-    over the ids with an index scan on the full primary key inside.
+    `WHERE tenant = %s AND id = ANY(%s)` leaves the plan to the planner, and its custom plan for
+    a large array reads every row of the tenant: without statistics (autovacuum off, a table
+    never analysed) it assumes `tenant = ...` matches a hundred rows and filters them by id;
+    with statistics it picks a sequential scan. Only the generic plan of the prepared statement
+    probes the index with the array, and the server stops choosing it once the statement's
+    history is mostly small arrays (their custom plans are cheaper than the generic one). So
+    after batches of 1 to 100, every batch of 1,000 scanned the tenant's whole history: 27-55 ms
+    for 100,000-120,000 transfers against about 3 ms by the index. The lateral subquery, fenced
+    by OFFSET 0 so it is not flattened into a join the planner could hash, can only run as a
+    nested loop over the ids with an index scan on the full primary key inside.
     """
     return (
         f"SELECT r.* FROM unnest(%b::text[]) AS k(id) CROSS JOIN LATERAL"
