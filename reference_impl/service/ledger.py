@@ -48,11 +48,12 @@ def submit_transfers_in(
     uow: UnitOfWork, tenant: str, batch: Sequence[Transfer], now: float
 ) -> LedgerChanges:
     """Apply a batch inside `uow`; each transfer gets its own result code."""
-    head = uow.journal_head(tenant)
     account_ids, transfer_ids = ids_to_load(batch)
-    transfers = uow.get_transfers(tenant, transfer_ids)
-    account_ids |= pending_accounts(transfers)
-    accounts = uow.get_accounts(tenant, account_ids)
+    head, accounts, transfers = uow.lock_and_load(tenant, account_ids, transfer_ids)
+    # Phase two of a two-phase transfer names only the pending one: its accounts come second.
+    more = pending_accounts(transfers) - account_ids
+    if more:
+        accounts.update(uow.get_accounts(tenant, more))
     changes = apply_transfers(batch, LedgerView(accounts, transfers, head), now)
     if changes.transfers:
         uow.write_ledger(tenant, changes)

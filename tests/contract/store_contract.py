@@ -283,6 +283,18 @@ class StoreContract:
             assert uow.journal_head(TENANT) == JournalHead(22, entries[-1].hash)
             assert uow.journal_head("nobody") == JournalHead(0, GENESIS_HASH)
 
+    def test_lock_and_load_reads_what_the_separate_reads_read(self, store: Store) -> None:
+        fund(store, a=100, b=0)
+        assert submit_transfers(store, TENANT, [Transfer("t1", "a", "b", 7, "EUR")], 2.0) == [OK]
+        with store.unit_of_work() as uow:
+            head, accounts, transfers = uow.lock_and_load(TENANT, ["a", "b", "nope"], ["t1", "t2"])
+            assert head == uow.journal_head(TENANT)
+            assert accounts == uow.get_accounts(TENANT, ["a", "b"])
+            assert transfers == uow.get_transfers(TENANT, ["t1"])
+            assert set(accounts) == {"a", "b"} and set(transfers) == {"t1"}
+        with store.unit_of_work() as uow:  # a tenant with no head yet gets one
+            assert uow.lock_and_load("nobody", ["a"], ["t1"]) == (JournalHead(), {}, {})
+
     def test_pending_posted_in_its_own_batch_is_stored_in_its_final_state(
         self, store: Store
     ) -> None:
