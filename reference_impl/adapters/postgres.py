@@ -24,7 +24,7 @@ batch, not the size of the tables.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -386,6 +386,9 @@ class PostgresUnitOfWork(UnitOfWork):
         self._pipeline = ExitStack()
         self._pipe: psycopg.Pipeline | None = None
         self._done = False
+        self._writes: list[Callable[[psycopg.Cursor[tuple[Any, ...]]], None]] = []
+        """Writes not sent yet: they go out with the next read or the COMMIT, each followed at
+        once by a Sync (see `_query`)."""
 
     def _cursor(self) -> psycopg.Cursor[tuple[Any, ...]]:
         if self._conn is None:
@@ -400,23 +403,45 @@ class PostgresUnitOfWork(UnitOfWork):
             self._conn = conn
         return self._conn.cursor()
 
+    # The server arms its idle-in-transaction timeout only once it has answered a Sync: while
+    # statements it received are not followed by one, the session counts as active, however
+    # long its client is gone. psycopg sends a pipeline's statements as they are executed, so
+    # a client stopped (SIGSTOP, a frozen VM) after a write and before the next Sync would hold
+    # that write's row locks (a tenant's journal head, a group's claims) for as long as it is
+    # stopped, and every other writer, and every other member's heartbeat, would wait behind
+    # them. So no statement is sent without a Sync right behind it: writes wait in `_writes`
+    # and go out together with the next read, or with the COMMIT.
+
     def _query(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        # A read ends with a Sync, not only a flush: the server arms its idle-in-transaction
-        # timeout only once a Sync has been answered. Without it, a client stopped between
-        # statements (SIGSTOP, a frozen VM) holds its locks (a group's lock, fenced claims) for
-        # as long as it is stopped, and every other member's heartbeat waits behind them.
         with _mapped_errors(self._store._shown):
-            cur = self._cursor().execute(query, params)
+            cur = self._flushed()
+            cur.execute(query, params)
             assert self._pipe is not None
             self._pipe.sync()
             return cur.fetchall()
 
+    def _flushed(self) -> psycopg.Cursor[tuple[Any, ...]]:
+        """A cursor, after the pending writes were handed to it (the caller syncs next)."""
+        cur = self._cursor()
+        writes, self._writes = self._writes, []
+        for write in writes:
+            write(cur)
+        return cur
+
     def _send(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        """Queue writes in the pipeline: they travel with the next read or the COMMIT."""
-        with _mapped_errors(self._store._shown):
-            cur = self._cursor()
+        """Writes: sent with the next read or the COMMIT."""
+        statements = list(statements)
+
+        def write(cur: psycopg.Cursor[tuple[Any, ...]]) -> None:
             for query, params in statements:
                 cur.execute(query, params)
+
+        self._later(write)
+
+    def _later(self, write: Callable[[psycopg.Cursor[tuple[Any, ...]]], None]) -> None:
+        if self._done:
+            raise RuntimeError("unit of work already finished")
+        self._writes.append(write)
 
     # -- ledger ---------------------------------------------------------------------------
     def journal_head(self, tenant: str) -> JournalHead:
@@ -478,7 +503,7 @@ class PostgresUnitOfWork(UnitOfWork):
         # its snapshot when it starts (READ COMMITTED), so the reads queued behind the FOR
         # UPDATE run once the lock is held and see whatever its previous holder committed.
         with _mapped_errors(self._store._shown):
-            head = self._cursor().execute(_SELECT_HEAD, (tenant,))
+            head = self._flushed().execute(_SELECT_HEAD, (tenant,))
             accounts = self._cursor().execute(_GET_ACCOUNTS, (list(account_ids), tenant))
             transfers = self._cursor().execute(_GET_TRANSFERS, (list(transfer_ids), tenant))
             assert self._pipe is not None
@@ -511,14 +536,17 @@ class PostgresUnitOfWork(UnitOfWork):
             for e in changes.journal
         ]  # fmt: skip
         states = [(s.value, tid) for tid, s in changes.pending_states.items()]
-        with _mapped_errors(self._store._shown):
-            cur = self._cursor()
+        head = changes.head
+
+        def write(cur: psycopg.Cursor[tuple[Any, ...]]) -> None:
             _write_rows(cur, _UPDATE_ACCOUNT_ROW, _UPDATE_ACCOUNTS, tenant, accounts)
             _write_rows(cur, _INSERT_TRANSFER_ROW, _INSERT_TRANSFERS, tenant, transfers)
             _write_rows(cur, _UPDATE_PENDING_ROW, _UPDATE_PENDING, tenant, states)
             _write_rows(cur, _INSERT_JOURNAL_ROW, _INSERT_JOURNAL, tenant, journal)
-            if changes.head is not None:
-                cur.execute(_UPSERT_HEAD, (tenant, changes.head.seq, changes.head.hash))
+            if head is not None:
+                cur.execute(_UPSERT_HEAD, (tenant, head.seq, head.hash))
+
+        self._later(write)
 
     def read_journal(self, tenant: str, after: int, limit: int) -> list[JournalEntry]:
         rows = self._query(
@@ -746,11 +774,13 @@ class PostgresUnitOfWork(UnitOfWork):
     def commit(self) -> None:
         if self._done:
             raise RuntimeError("unit of work already finished")
-        conn = self._conn
         try:
-            if conn is not None:
-                with _mapped_errors(self._store._shown):
-                    conn.commit()
+            with _mapped_errors(self._store._shown):
+                if self._writes:
+                    self._flushed()
+                conn = self._conn
+                if conn is not None:
+                    conn.commit()  # COMMIT and a Sync, right behind the writes just handed over
                     self._pipeline.close()
         finally:
             self._finish()
@@ -761,6 +791,7 @@ class PostgresUnitOfWork(UnitOfWork):
 
     def _finish(self) -> None:
         self._done = True
+        self._writes = []
         conn, self._conn = self._conn, None
         if conn is None:
             return
