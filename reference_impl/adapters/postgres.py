@@ -35,13 +35,12 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from reference_impl.adapters import redact_url
 from reference_impl.adapters.pool import ConnectionPool
+from reference_impl.adapters.sql_rows import stored_transfer
 from reference_impl.core.journal import GENESIS_HASH, JournalEntry, JournalHead
 from reference_impl.core.ledger import (
     Account,
     LedgerChanges,
-    PendingState,
     StoredTransfer,
-    TransferKind,
 )
 from reference_impl.service.ports import (
     SCHEMA_VERSION,
@@ -274,21 +273,7 @@ def _write_rows(
 
 
 def _stored_transfers(rows: list[tuple[Any, ...]]) -> dict[str, StoredTransfer]:
-    found = {}
-    for id_, debit, credit, amount, cur, kind, pending_id, payment_id, at, state in rows:
-        found[id_] = StoredTransfer(
-            id_,
-            debit,
-            credit,
-            amount,
-            cur,
-            TransferKind(kind),
-            pending_id,
-            payment_id,
-            at,
-            PendingState(state) if state else None,
-        )
-    return found
+    return {t.id: t for t in map(stored_transfer, rows)}
 
 
 Connection = psycopg.Connection[tuple[Any, ...]]

@@ -27,13 +27,12 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from reference_impl.adapters.pool import ConnectionPool
+from reference_impl.adapters.sql_rows import stored_transfer
 from reference_impl.core.journal import JournalEntry, JournalHead
 from reference_impl.core.ledger import (
     Account,
     LedgerChanges,
-    PendingState,
     StoredTransfer,
-    TransferKind,
 )
 from reference_impl.service.ports import (
     SCHEMA_VERSION,
@@ -117,23 +116,6 @@ T = TypeVar("T")
 def _account(row: tuple[Any, ...]) -> Account:
     id_, cur, overdraft, holder, dp, dpe, cp, cpe = row
     return Account(id_, cur, bool(overdraft), holder, dp, dpe, cp, cpe)
-
-
-def _transfer(row: tuple[Any, ...]) -> StoredTransfer:
-    id_, debit, credit, amount, cur, kind, pending_id, payment_id, at, state = row
-    pending_state = PendingState(state) if state is not None else None
-    return StoredTransfer(
-        id_,
-        debit,
-        credit,
-        amount,
-        cur,
-        TransferKind(kind),
-        pending_id,
-        payment_id,
-        at,
-        pending_state,
-    )
 
 
 class SqliteStore(Store):
@@ -299,7 +281,7 @@ class SqliteUnitOfWork(UnitOfWork):
     def get_transfers(self, tenant: str, ids: Collection[str]) -> dict[str, StoredTransfer]:
         sql = f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE tenant = ? AND id {_IN_IDS}"
         rows = self._run(lambda c: c.execute(sql, (tenant, json.dumps(list(ids)))).fetchall())
-        return {t.id: t for t in map(_transfer, rows)}
+        return {t.id: t for t in map(stored_transfer, rows)}
 
     def write_ledger(self, tenant: str, changes: LedgerChanges) -> None:
         accounts = [
