@@ -18,7 +18,7 @@ from reference_impl.core.payments import Payment
 from reference_impl.core.settlement import Break, SettlementBatch, SettlementItem
 from reference_impl.service.payments import PAYMENT
 from reference_impl.service.settlement import BATCH, BREAK, ITEM
-from sim.run import SimRun
+from sim.run import SimRun, fewer_collections
 
 
 def _records(run: SimRun, kind: str) -> list[tuple[str, str, str]]:
@@ -125,6 +125,11 @@ def decisions(run: SimRun) -> pd.DataFrame:
 
 
 def tables(run: SimRun) -> dict[str, pd.DataFrame]:
+    with fewer_collections():
+        return _tables(run)
+
+
+def _tables(run: SimRun) -> dict[str, pd.DataFrame]:
     return {
         "requests": requests(run),
         "payments": payments(run),

@@ -44,12 +44,14 @@ def sample_interval(scenario: Scenario) -> float:
 
 
 @contextmanager
-def _fewer_collections() -> Iterator[None]:
+def fewer_collections() -> Iterator[None]:
     """A run allocates millions of objects (events, records, transfers, SimPy events), nearly
     all freed by reference counting; at the default threshold the cycle collector ran every
     700 allocations and its older passes walked the store's growing heap, 12-30% of a run.
     Collecting less often still collects the cycles there are (generators and SimPy events),
-    at the same peak memory (steady-state, 60 s: 500 MB either way)."""
+    at the same peak memory (steady-state, 60 s: 500 MB either way). Exporting a run's tables
+    allocates a row per request, payment, sample and lag while that heap is still alive: it
+    runs under the same thresholds (sim/export.py; half the export's time for a swarm seed)."""
     before = gc.get_threshold()
     gc.set_threshold(*GC_THRESHOLDS)
     try:
@@ -66,7 +68,7 @@ def simulate(
 ) -> SimRun:
     """Run `scenario` with `seed` on simulated time, charging `times` (a calibration's, or the
     defaults)."""
-    with _fewer_collections():
+    with fewer_collections():
         return _simulate(scenario, seed, progress, times)
 
 
