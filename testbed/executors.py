@@ -21,7 +21,9 @@ import logging
 import multiprocessing
 import os
 import re
+import signal
 import socket
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -90,8 +92,11 @@ def run_jobs(
     elif jobs < 1:
         raise ExecutorError(f"--jobs: must be at least 1, got {jobs}")
     elif jobs == 1 or len(items) <= 1:
-        for i, item in enumerate(items):
-            yield i, fn(item)
+        with _interrupt_between_jobs() as asked:
+            for i, item in enumerate(items):
+                yield i, fn(item)
+                if asked:
+                    raise KeyboardInterrupt
     else:
         yield from _on_pool(fn, items, jobs)
 
@@ -101,9 +106,42 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
+@contextmanager
+def _interrupt_between_jobs() -> Iterator[list[int]]:
+    """Jobs in this process stop as a pool's do: a first Ctrl-C lets the running job finish
+    (a failing seed's record is written whole) and stops before the next; a second one
+    interrupts the job at once. The list holds the signals received."""
+    if threading.current_thread() is not threading.main_thread():
+        yield []  # only the main thread receives signals
+        return
+    asked: list[int] = []
+    previous = signal.getsignal(signal.SIGINT)
+    restore = signal.default_int_handler if previous is None else previous
+
+    def first(signum: int, frame: object) -> None:
+        asked.append(signum)
+        signal.signal(signal.SIGINT, restore)
+
+    signal.signal(signal.SIGINT, first)
+    try:
+        yield asked
+    finally:
+        signal.signal(signal.SIGINT, restore)
+
+
+def _ignore_interrupts() -> None:
+    """A pool worker leaves Ctrl-C to the parent, which stops handing out jobs and waits for
+    the ones running (a worker interrupted mid-job would die with a traceback each)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _on_pool(fn: Callable[[T], R], items: Sequence[T], jobs: int) -> Iterator[tuple[int, R]]:
     pending = iter(enumerate(items))
-    with ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=_pool_context()) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(jobs, len(items)),
+        mp_context=_pool_context(),
+        initializer=_ignore_interrupts,
+    ) as pool:
         running: dict[Future[R], int] = {}
 
         def submit_next() -> None:
@@ -111,18 +149,22 @@ def _on_pool(fn: Callable[[T], R], items: Sequence[T], jobs: int) -> Iterator[tu
             if nxt is not None:
                 running[pool.submit(fn, nxt[1])] = nxt[0]
 
-        for _ in range(2 * jobs):
-            submit_next()
-        while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                index = running.pop(future)
-                try:
-                    result = future.result()
-                except BrokenProcessPool as e:
-                    raise ExecutorLost(f"--jobs: a worker process died: {e}") from None
-                yield index, result
+        try:
+            for _ in range(2 * jobs):
                 submit_next()
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index = running.pop(future)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool as e:
+                        raise ExecutorLost(f"--jobs: a worker process died: {e}") from None
+                    yield index, result
+                    submit_next()
+        except KeyboardInterrupt:  # the queued jobs never start; leaving waits for the running
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 @contextmanager

@@ -4,8 +4,8 @@ A seed passes when the audit finds no safety violation. Passing seeds leave noth
 a line in campaign.json; a failing seed writes its full run record to DIR/seed-N, so it can be
 inspected, re-rendered or shrunk, and the command that reproduces it is printed. Exit codes:
 0 every seed passed, 1 a seed failed, 2 bad input (a bad flag, or a Dask scheduler that cannot
-be reached), 3 the campaign was cut short (its Dask scheduler or a pool worker went away): the
-seeds that finished are in campaign.json with the reason and how many did not run.
+be reached), 3 the campaign was cut short (Ctrl-C, or its Dask scheduler or a pool worker went
+away): the seeds that finished are in campaign.json with the reason and how many did not run.
 
 Seeds run on a local process pool (`--jobs`), or on a Dask cluster with `--scheduler
 tcp://HOST:8786` (testbed/executors.py); either way the same seeds give the same campaign.json
@@ -86,8 +86,8 @@ def seeds(
 ) -> None:
     """Run a scenario across seeds, on a process pool or a Dask cluster, and audit every seed.
 
-    Exit codes: 0 every seed passed, 1 a seed failed, 2 bad input, 3 cut short (the cluster or a
-    pool worker went away; campaign.json holds the seeds that finished).
+    Exit codes: 0 every seed passed, 1 a seed failed, 2 bad input, 3 cut short (Ctrl-C, or the
+    cluster or a pool worker went away; campaign.json holds the seeds that finished).
     """
     err = Console(stderr=True)
     console = Console()
@@ -184,6 +184,8 @@ def run_campaign(
                     say(f"  reproduce:  {reproduce(outcome.seed)}")
         except ExecutorLost as e:  # what finished stands and is written; the rest never ran
             interrupted = str(e)
+        except KeyboardInterrupt:  # likewise: hours of finished seeds are not thrown away
+            interrupted = "stopped by the user (Ctrl-C)"
     summary = campaign_summary(
         outcomes,
         scenario=loaded.name,

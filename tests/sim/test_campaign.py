@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -220,3 +221,38 @@ def test_bad_input_exits_2_with_a_message_naming_the_problem(tmp_path: Path):
     bad = cli("seeds", str(broken), "--count", "2")
     assert bad.returncode == 2 and "duration:" in bad.stderr
     assert not (tmp_path / "x").exists(), "bad input writes nothing"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_ctrl_c_stops_a_campaign_and_keeps_the_seeds_that_finished(tmp_path: Path, jobs: int):
+    scenario = str(small_scenario(tmp_path))
+    count = 400  # far more than run before the interrupt
+    out = tmp_path / "c"
+    args = ["seeds", scenario, "--count", str(count), "--jobs", str(jobs), "--bug", BUG]
+    campaign = subprocess.Popen(
+        [TESTBED, *args, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env={**os.environ, "COLUMNS": "200"}, start_new_session=True,
+    )  # fmt: skip
+
+    def failing_seeds_written() -> int:
+        return len(list(out.glob("seed-*/report.html")))
+
+    deadline = time.monotonic() + 120
+    while failing_seeds_written() < 2 and campaign.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert failing_seeds_written() >= 2, "two failing seeds' records were written"
+    os.killpg(campaign.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+    output, _ = campaign.communicate(timeout=180)
+    assert campaign.returncode == 3, output
+    assert "Traceback" not in output, output
+    summary = json.loads((out / "campaign.json").read_text())
+    cut = summary["interrupted"]
+    assert cut["reason"] == "stopped by the user (Ctrl-C)"
+    assert summary["run"] >= 1 and summary["run"] + cut["seeds_not_run"] == count
+    assert summary["failed"] >= 1
+    assert len((out / "seeds.csv").read_text().splitlines()) == summary["run"] + 1
+    # every failing seed it reports has its whole record (the running ones finished first)
+    for failure in summary["failures"]:
+        assert (Path(failure["run_dir"]) / "report.html").exists(), failure
+    assert f"{cut['seeds_not_run']} seeds did not run" in _one_line(output), output
