@@ -328,6 +328,8 @@ class MemberDriver:
             raise StoreUnavailable(f"{ledger.name}: down")
         if ledger.node.paused:
             yield ledger.node.running()
+            if not ledger.node.up:  # killed while stopped: the connection went with it
+                raise StoreUnavailable(f"{ledger.name}: down")
         with ledger.store.unit_of_work() as uow:
             value = op.fn(uow)
         if isinstance(value, Batch):

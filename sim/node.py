@@ -181,11 +181,15 @@ class Node:
         self._tick()
         self.up = False
         self.paused = False  # a stopped process can still be killed; it restarts running
-        self._resumed = None
         lost = [*self._current.values(), *self.queue]
         for proc in self._procs:
             if proc.is_alive:
                 proc.interrupt("crash")
+        # Whoever waits for a stopped process to go on (a client mid-request) learns that it
+        # died: woken now, it finds the node down (its own workers are interrupted first).
+        resumed, self._resumed = self._resumed, None
+        if resumed is not None:
+            resumed.succeed()
         self._procs = []
         self._idle = []
         self._current = {}
@@ -234,7 +238,8 @@ class Node:
         return self.env.process(on_core(self.env, self.host, seconds))
 
     def running(self) -> simpy.Event:
-        """An event that fires when the node is not paused (at once if it is not)."""
+        """An event that fires when the node is not paused (at once if it is not), or when it
+        crashes while paused: a waiter on another node checks `up` after it."""
         if self._resumed is None:
             return self.env.timeout(0)
         return self._resumed
