@@ -213,15 +213,19 @@ class Pipeline:
         return error
 
 
-def _wait(fd: int, event: int) -> None:
+def _wait(fd: int, events: int) -> int:
     poller = select.poll()
-    poller.register(fd, event)
-    poller.poll()
+    poller.register(fd, events)
+    return sum(revents for _, revents in poller.poll())
 
 
 def _flush(pgconn: pq.abc.PGconn) -> None:
+    """Send what libpq holds. While the socket is full, read whatever the server answers
+    meanwhile: a server blocked on sending to us would stop reading what we send (libpq's
+    advice for non-blocking connections, which psycopg's are)."""
     while pgconn.flush():  # 1: libpq holds more than the socket took
-        _wait(pgconn.socket, select.POLLOUT)
+        if _wait(pgconn.socket, select.POLLIN | select.POLLOUT) & select.POLLIN:
+            pgconn.consume_input()
 
 
 def _result(pgconn: pq.abc.PGconn, *, sync: bool = False) -> pq.abc.PGresult:

@@ -17,6 +17,7 @@ from psycopg import pq
 
 from reference_impl.adapters import open_store
 from reference_impl.adapters.postgres import PostgresStore
+from reference_impl.adapters.postgres_pipeline import Pipeline
 from reference_impl.core.ledger import Account, Transfer, TransferResult
 from reference_impl.service.ledger import (
     create_accounts,
@@ -90,5 +91,29 @@ def test_a_failed_write_is_reported_at_commit_and_nothing_of_its_transaction_is_
             assert check.get_record("kind", "t", "key") is None
             assert check.get_record("kind", "t", "other") is None
         assert read_balances(store, "t", ["a"])["a"].debits_posted == 1
+    finally:
+        store.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_round_trip_larger_than_the_socket_buffers_completes(postgres_url: str) -> None:
+    """The server answers the first statement while the client still sends the second: once
+    both sockets' buffers are full, the client must read to let the server read again."""
+    store = open_store(postgres_url)
+    assert isinstance(store, PostgresStore)
+    size = 32 * 1024 * 1024  # more than loopback's socket buffers hold, both ways
+    try:
+        pipe = Pipeline(store._pool.acquire)
+        answer = pipe.execute(
+            "SELECT length(repeat('x', %s))::bigint, repeat('y', %s)", (size, size)
+        )
+        echo = pipe.execute("SELECT length(%s)::bigint", ("z" * size,))
+        pipe.sync()
+        assert answer[0][0] == size
+        assert len(answer[0][1]) == size
+        assert echo == [(size,)]
+        session = pipe.end()
+        assert session is not None and session.reusable
+        store._pool.release(session)
     finally:
         store.close()
