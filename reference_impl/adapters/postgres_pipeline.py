@@ -40,6 +40,8 @@ _ROLLBACK = b"ROLLBACK"
 _FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
 _PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
 _IDLE = pq.TransactionStatus.IDLE
+_CONNECTION_OK = pq.ConnStatus.OK
+_PIPELINE_OFF = pq.PipelineStatus.OFF
 
 
 class _Query:
@@ -82,12 +84,12 @@ class Session:
 
     @property
     def reusable(self) -> bool:
-        conn = self.conn
+        """Open (neither closed nor broken), out of pipeline mode, outside a transaction."""
+        pgconn = self.conn.pgconn
         return (
-            not conn.closed
-            and not conn.broken
-            and conn.pgconn.pipeline_status == pq.PipelineStatus.OFF
-            and conn.info.transaction_status == _IDLE
+            pgconn.status == _CONNECTION_OK
+            and pgconn.pipeline_status == _PIPELINE_OFF
+            and pgconn.transaction_status == _IDLE
         )
 
 
