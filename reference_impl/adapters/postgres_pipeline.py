@@ -8,9 +8,11 @@ per-statement machinery was most of the client's CPU (docs/ledger.md, "PostgreSQ
 
 Here statements wait in a Python list until the caller needs a result (a read, the COMMIT);
 then they go to libpq, prepared once per connection, with a Sync behind the last, and leave in
-one flush. The server never holds a statement of this client without the Sync behind it, so a
-client stopped between round trips is idle in its transaction and the server's
-idle-in-transaction timeout releases its locks (docs/consumers.md). Parameters are dumped and
+one flush (a round trip larger than libpq's 64 kB output buffer, batches of hundreds of
+transfers, starts to leave while it is handed over, within the same call). Between round trips
+the server holds no statement of this client without the Sync behind it, so a client stopped
+there is idle in its transaction and the server's idle-in-transaction timeout releases its
+locks (docs/consumers.md). Parameters are dumped and
 rows loaded by psycopg's own adapters (`Transformer`), as its cursors do, so values cross the
 wire exactly as before.
 """
@@ -119,7 +121,7 @@ class Pipeline:
         self.sync()
 
     def sync(self) -> None:
-        """Send the queued statements and a Sync in one write; wait for every answer.
+        """Send the queued statements and a Sync behind them; wait for every answer.
 
         Raises the first statement's error after the server has answered the Sync (the
         statements behind a failed one are skipped by the server).
