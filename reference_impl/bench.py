@@ -15,7 +15,9 @@ through `service.ledger.submit_transfers`, one unit of work per batch, from one 
 except the "8 clients" row: 8 spawned processes (each its own store and connection) drive one
 transfer per transaction, as pgbench drives 8 clients, over 10 tenants as pgbench's scale 10 has
 10 branches, and the row is their aggregate throughput over one shared wall-clock window (every
-transfer committed inside it, divided by its length). Exit code 1 when a target is missed.
+transfer committed inside it, divided by its length); it also prints the CPU (user + system)
+its client processes spent per transaction, which bounds it on a machine with few cores. Exit
+code 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class Cell:
     clients: int
     batch: int
     transfers_per_s: float
+    client_cpu_ms: float | None = None
+    """For the CLIENTS row: the CPU (user + system) a client process spent per transaction."""
 
 
 def _setup(store: Store, tenants: int) -> None:
@@ -101,7 +105,11 @@ def _measure(name: str, store: Store, batch: int, seconds: float) -> Cell:
 
 
 def _client_process(url: str, index: int, ready: Any, window: Any, out: Any) -> None:
-    """One of the CLIENTS: warm up, then count the transfers it commits inside the window."""
+    """One of the CLIENTS: warm up, then count the transfers it commits inside the window.
+
+    It also reports the CPU it spent from the window's start and the transactions it made in
+    that time (the last one ends after the window).
+    """
     store = open_store(url)
     try:
         _drive(store, TENANTS, 1, 0.3, f"warm-c{index}")
@@ -111,6 +119,7 @@ def _client_process(url: str, index: int, ready: Any, window: Any, out: Any) -> 
         rng = random.Random(f"run-c{index}")
         committed = n = 0
         time.sleep(max(0.0, start_at - time.monotonic()))
+        cpu_start = time.process_time()
         while True:
             tenant = f"tenant-{rng.randrange(TENANTS)}"
             transfers = _batch(rng, f"run-c{index}", n, 1)
@@ -121,7 +130,7 @@ def _client_process(url: str, index: int, ready: Any, window: Any, out: Any) -> 
             if time.monotonic() > end_at:  # committed after the window closed: not counted
                 break
             committed += 1
-        out.put(committed)
+        out.put((committed, time.process_time() - cpu_start, n))
     finally:
         store.close()
 
@@ -146,10 +155,12 @@ def _measure_clients(url: str, seconds: float) -> Cell:
     window[0] = time.monotonic() + 0.2
     window[1] = window[0] + seconds
     ready.wait(timeout=120)
-    committed = sum(out.get(timeout=seconds + 120) for _ in procs)
+    reports = [out.get(timeout=seconds + 120) for _ in procs]
     for p in procs:
         p.join()
-    return Cell("postgres", CLIENTS, 1, committed / seconds)
+    committed = sum(r[0] for r in reports)
+    cpu_ms = 1000 * sum(r[1] for r in reports) / sum(r[2] for r in reports)
+    return Cell("postgres", CLIENTS, 1, committed / seconds, cpu_ms)
 
 
 def _pgbench(url: str, seconds: float) -> float:
@@ -248,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         line = f"{cell.store:<24}{cell.clients:>8}{cell.batch:>8}{cell.transfers_per_s:>14,.0f}"
         if baseline is not None:
             line += f"{baseline:>12,.0f}{cell.transfers_per_s / baseline:>8.2f}"
+        if cell.client_cpu_ms is not None:
+            line += f"  (client CPU {cell.client_cpu_ms:.2f} ms/transfer)"
         print(line)
 
     cells: list[Cell] = []

@@ -13,19 +13,20 @@ holding the lock, read the latest committed balances. Event offsets are allocate
 locked per-partition counter, so they are gapless and a consumer never skips an offset that
 commits late. Serialization failures and deadlocks surface as `ConcurrentUpdate`.
 
-Round trips: each unit of work runs in psycopg's pipeline mode, so writes are queued and sent
-with the next read or with the COMMIT. A ledger batch costs two: `lock_and_load` (the head's
-lock, then the accounts and transfers it names) and the writes with the COMMIT. Small batches
-are written one row per statement, larger ones with one statement per table (`unnest` of
-arrays). Lookups by id probe the primary key once per id (`_probe`), so their cost follows the
-batch, not the size of the tables.
+Round trips: each unit of work queues its statements on libpq's pipeline
+(`postgres_pipeline.py`): writes wait and go with the next read or with the COMMIT, each round
+trip one write to the socket with one Sync. A ledger batch costs two: `lock_and_load` (BEGIN,
+the head's lock, then the accounts and transfers it names) and the writes with the COMMIT.
+Small batches are written one row per statement, larger ones with one statement per table
+(`unnest` of arrays). Lookups by id probe the primary key once per id (`_probe`), so their
+cost follows the batch, not the size of the tables.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -35,6 +36,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from reference_impl.adapters import redact_url
 from reference_impl.adapters.pool import ConnectionPool
+from reference_impl.adapters.postgres_pipeline import Pipeline, Session
 from reference_impl.adapters.sql_rows import stored_transfer
 from reference_impl.core.journal import GENESIS_HASH, JournalEntry, JournalHead
 from reference_impl.core.ledger import (
@@ -255,7 +257,7 @@ def _mapped_errors(url: str) -> Iterator[None]:
 
 
 def _write_rows(
-    cur: psycopg.Cursor[tuple[Any, ...]],
+    pipe: Pipeline,
     row_sql: str,
     array_sql: str,
     tenant: str,
@@ -265,11 +267,11 @@ def _write_rows(
         return
     tenant_last = row_sql.lstrip().startswith("UPDATE")
     if len(rows) <= _ROWS_PER_STATEMENT_MAX:
-        params = [(*r, tenant) if tenant_last else (tenant, *r) for r in rows]
-        cur.executemany(row_sql, params)
+        for r in rows:
+            pipe.execute(row_sql, (*r, tenant) if tenant_last else (tenant, *r))
         return
     columns = [list(c) for c in zip(*rows, strict=True)]
-    cur.execute(array_sql, (*columns, tenant) if tenant_last else (tenant, *columns))
+    pipe.execute(array_sql, (*columns, tenant) if tenant_last else (tenant, *columns))
 
 
 def _stored_transfers(rows: list[tuple[Any, ...]]) -> dict[str, StoredTransfer]:
@@ -277,14 +279,6 @@ def _stored_transfers(rows: list[tuple[Any, ...]]) -> dict[str, StoredTransfer]:
 
 
 Connection = psycopg.Connection[tuple[Any, ...]]
-
-
-def _reusable(conn: Connection) -> bool:
-    return (
-        not conn.closed
-        and not conn.broken
-        and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    )
 
 
 class PostgresStore(Store):
@@ -295,12 +289,13 @@ class PostgresStore(Store):
         self._shown = redact_url(url)
         self._conninfo, self._schema = _parse_url(url)
         self._pool = ConnectionPool(
-            self._connect,
-            _reusable,
+            self._open_session,
+            lambda session: session.reusable,
             lambda: StoreError(f"store {self._shown} is closed"),
             _MAX_IDLE,
         )
-        conn = self._connect()
+        session = self._open_session()
+        conn = session.conn
         try:
             with _mapped_errors(self._shown), conn.transaction():
                 # Concurrent openers would race on CREATE ... IF NOT EXISTS: serialise them.
@@ -315,7 +310,7 @@ class PostgresStore(Store):
         except BaseException:
             conn.close()
             raise
-        self._pool.release(conn)
+        self._pool.release(session)
 
     def _create_tables(self, conn: Connection) -> None:
         """Create the tables in a new schema; refuse one laid out by another version."""
@@ -340,9 +335,9 @@ class PostgresStore(Store):
             conn.execute(_TABLES)
             conn.execute("INSERT INTO testbed_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
 
-    def _connect(self) -> Connection:
+    def _open_session(self) -> Session:
         try:
-            return psycopg.connect(self._conninfo)
+            return Session(psycopg.connect(self._conninfo))
         except psycopg.Error as e:
             raise StoreUnavailable(f"cannot connect to {self._shown}: {_one_line(e)}") from None
 
@@ -363,70 +358,41 @@ class PostgresStore(Store):
 
 
 class PostgresUnitOfWork(UnitOfWork):
-    """One READ COMMITTED transaction on a pooled connection, begun at the first statement."""
+    """One READ COMMITTED transaction on a pooled connection, begun at the first round trip."""
 
     def __init__(self, store: PostgresStore) -> None:
         self._store = store
-        self._conn: Connection | None = None
-        self._pipeline = ExitStack()
-        self._pipe: psycopg.Pipeline | None = None
+        self._pipe = Pipeline(store._pool.acquire)
         self._done = False
-        self._writes: list[Callable[[psycopg.Cursor[tuple[Any, ...]]], None]] = []
-        """Writes not sent yet: they go out with the next read or the COMMIT, each followed at
-        once by a Sync (see `_query`)."""
 
-    def _cursor(self) -> psycopg.Cursor[tuple[Any, ...]]:
-        if self._conn is None:
-            if self._done:
-                raise RuntimeError("unit of work already finished")
-            conn = self._store._pool.acquire()
-            try:
-                self._pipe = self._pipeline.enter_context(conn.pipeline())
-            except BaseException:
-                self._store._pool.release(conn)
-                raise
-            self._conn = conn
-        return self._conn.cursor()
+    @property
+    def _conn(self) -> Connection | None:
+        """The connection, once the first round trip has taken one."""
+        session = self._pipe.session
+        return session.conn if session is not None else None
 
     # The server arms its idle-in-transaction timeout only once it has answered a Sync: while
     # statements it received are not followed by one, the session counts as active, however
-    # long its client is gone. psycopg sends a pipeline's statements as they are executed, so
-    # a client stopped (SIGSTOP, a frozen VM) after a write and before the next Sync would hold
-    # that write's row locks (a tenant's journal head, a group's claims) for as long as it is
-    # stopped, and every other writer, and every other member's heartbeat, would wait behind
-    # them. So no statement is sent without a Sync right behind it: writes wait in `_writes`
-    # and go out together with the next read, or with the COMMIT.
+    # long its client is gone. A client stopped (SIGSTOP, a frozen VM) after a write and
+    # before the next Sync would hold that write's row locks (a tenant's journal head, a
+    # group's claims) for as long as it is stopped, and every other writer, and every other
+    # member's heartbeat, would wait behind them. So writes wait in the pipeline's queue and
+    # go out together with the next read, or with the COMMIT, a Sync behind the last.
 
     def _query(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        if self._done:
+            raise RuntimeError("unit of work already finished")
+        rows = self._pipe.execute(query, params)
         with _mapped_errors(self._store._shown):
-            cur = self._flushed()
-            cur.execute(query, params)
-            assert self._pipe is not None
             self._pipe.sync()
-            return cur.fetchall()
-
-    def _flushed(self) -> psycopg.Cursor[tuple[Any, ...]]:
-        """A cursor, after the pending writes were handed to it (the caller syncs next)."""
-        cur = self._cursor()
-        writes, self._writes = self._writes, []
-        for write in writes:
-            write(cur)
-        return cur
+        return rows
 
     def _send(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         """Writes: sent with the next read or the COMMIT."""
-        statements = list(statements)
-
-        def write(cur: psycopg.Cursor[tuple[Any, ...]]) -> None:
-            for query, params in statements:
-                cur.execute(query, params)
-
-        self._later(write)
-
-    def _later(self, write: Callable[[psycopg.Cursor[tuple[Any, ...]]], None]) -> None:
         if self._done:
             raise RuntimeError("unit of work already finished")
-        self._writes.append(write)
+        for query, params in statements:
+            self._pipe.execute(query, params)
 
     # -- ledger ---------------------------------------------------------------------------
     def journal_head(self, tenant: str) -> JournalHead:
@@ -487,15 +453,13 @@ class PostgresUnitOfWork(UnitOfWork):
         # One round trip: the server runs a pipeline's statements in order, and each read takes
         # its snapshot when it starts (READ COMMITTED), so the reads queued behind the FOR
         # UPDATE run once the lock is held and see whatever its previous holder committed.
+        if self._done:
+            raise RuntimeError("unit of work already finished")
+        head_rows = self._pipe.execute(_SELECT_HEAD, (tenant,))
+        account_rows = self._pipe.execute(_GET_ACCOUNTS, (list(account_ids), tenant))
+        transfer_rows = self._pipe.execute(_GET_TRANSFERS, (list(transfer_ids), tenant))
         with _mapped_errors(self._store._shown):
-            head = self._flushed().execute(_SELECT_HEAD, (tenant,))
-            accounts = self._cursor().execute(_GET_ACCOUNTS, (list(account_ids), tenant))
-            transfers = self._cursor().execute(_GET_TRANSFERS, (list(transfer_ids), tenant))
-            assert self._pipe is not None
             self._pipe.sync()
-            head_rows = head.fetchall()
-            account_rows = accounts.fetchall()
-            transfer_rows = transfers.fetchall()
         if not head_rows:  # a new tenant: the reads ran without its lock; take it, read again
             return super().lock_and_load(tenant, account_ids, transfer_ids)
         seq, digest = head_rows[0]
@@ -523,15 +487,15 @@ class PostgresUnitOfWork(UnitOfWork):
         states = [(s.value, tid) for tid, s in changes.pending_states.items()]
         head = changes.head
 
-        def write(cur: psycopg.Cursor[tuple[Any, ...]]) -> None:
-            _write_rows(cur, _UPDATE_ACCOUNT_ROW, _UPDATE_ACCOUNTS, tenant, accounts)
-            _write_rows(cur, _INSERT_TRANSFER_ROW, _INSERT_TRANSFERS, tenant, transfers)
-            _write_rows(cur, _UPDATE_PENDING_ROW, _UPDATE_PENDING, tenant, states)
-            _write_rows(cur, _INSERT_JOURNAL_ROW, _INSERT_JOURNAL, tenant, journal)
-            if head is not None:
-                cur.execute(_UPSERT_HEAD, (tenant, head.seq, head.hash))
-
-        self._later(write)
+        if self._done:
+            raise RuntimeError("unit of work already finished")
+        pipe = self._pipe
+        _write_rows(pipe, _UPDATE_ACCOUNT_ROW, _UPDATE_ACCOUNTS, tenant, accounts)
+        _write_rows(pipe, _INSERT_TRANSFER_ROW, _INSERT_TRANSFERS, tenant, transfers)
+        _write_rows(pipe, _UPDATE_PENDING_ROW, _UPDATE_PENDING, tenant, states)
+        _write_rows(pipe, _INSERT_JOURNAL_ROW, _INSERT_JOURNAL, tenant, journal)
+        if head is not None:
+            pipe.execute(_UPSERT_HEAD, (tenant, head.seq, head.hash))
 
     def read_journal(self, tenant: str, after: int, limit: int) -> list[JournalEntry]:
         rows = self._query(
@@ -761,12 +725,7 @@ class PostgresUnitOfWork(UnitOfWork):
             raise RuntimeError("unit of work already finished")
         try:
             with _mapped_errors(self._store._shown):
-                if self._writes:
-                    self._flushed()
-                conn = self._conn
-                if conn is not None:
-                    conn.commit()  # COMMIT and a Sync, right behind the writes just handed over
-                    self._pipeline.close()
+                self._pipe.commit()  # the queued writes, COMMIT and a Sync: one round trip
         finally:
             self._finish()
 
@@ -776,17 +735,6 @@ class PostgresUnitOfWork(UnitOfWork):
 
     def _finish(self) -> None:
         self._done = True
-        self._writes = []
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        # A failed statement leaves the pipeline aborted; leaving it re-raises that error,
-        # which the caller has already seen (or is about to): what matters is the rollback.
-        with suppress(psycopg.Error):
-            self._pipeline.close()
-        try:
-            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                conn.rollback()
-        except psycopg.Error:
-            conn.close()  # a connection in an unknown state never goes back to the pool
-        self._store._pool.release(conn)
+        session = self._pipe.end()
+        if session is not None:
+            self._store._pool.release(session)
