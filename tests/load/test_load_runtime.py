@@ -89,7 +89,14 @@ def check_clean_run(
     assert (req.groupby("key")["attempt"].max() == req.groupby("key")["attempt"].count()).all()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["mode"] == "load"
-    assert summary["metrics"]["offered"] == pytest.approx(100, rel=0.25)
+    # The rate offered is the scenario's 100/s unless the generator says it could not keep up
+    # (a loaded machine): then it is what the generator measured, and the verdict says so.
+    generator = summary["generator"]
+    if generator["bound"]:
+        assert "load generator could NOT keep up" in done.stdout
+        assert 0 < summary["metrics"]["offered"] <= 105
+    else:
+        assert summary["metrics"]["offered"] == pytest.approx(100, rel=0.25)
     assert run_processes(run_dir) == []
     if ours:  # every process sampled, each of the gateway's workers (2 replicas) by its name
         nodes = set(pd.read_parquet(run_dir / "nodes.parquet")["node"])
