@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -95,12 +95,6 @@ class Gateway:
     def metrics_text(self) -> bytes:
         """The Prometheus text of every exported registry, for GET /metrics."""
         return b"".join(generate_latest(registry) for registry in self.exported)
-
-    async def authenticate(self, request: Request) -> str:
-        """`tenant` for a route that reads its request by hand instead of through FastAPI's
-        dependencies (POST /v1/payments: solving them was a third of the event loop's Python
-        calls per payment); the same checks in the same order, with the same answers."""
-        return await self.tenant(await _bearer(request))
 
     async def tenant(
         self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
