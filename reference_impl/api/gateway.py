@@ -79,7 +79,7 @@ class Gateway:
     def __init__(self, deps: GatewayDeps) -> None:
         self.deps = deps
         self.in_flight = InFlight()
-        self.store_thread = StoreThread() if deps.store.serial else None
+        self.store_thread = StoreThread() if deps.store_thread and deps.store.serial else None
         own = deps.registry or CollectorRegistry(auto_describe=True)
         if deps.metrics_dir is None:
             self.metrics = GatewayMetrics(own)
@@ -148,8 +148,9 @@ class Gateway:
         commit: bool = False,
         commit_seconds: list[float] | None = None,
     ) -> T:
-        """Run `work` in one unit of work on a worker thread (store calls block): the store's
-        own thread when its units of work run one at a time anyway, else the threadpool.
+        """Run `work` in one unit of work on a worker thread (store calls block): the gateway's
+        store thread when the deps ask for it and the store runs units of work one at a time
+        anyway, else the threadpool.
 
         Committed when `commit` (its time appended to `commit_seconds` and to the process's
         timings); retried whole on a serialization conflict; a store that is down or keeps

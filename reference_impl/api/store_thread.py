@@ -1,12 +1,13 @@
 """One thread that runs a store's units of work in order, for a store that runs them one at a
 time anyway (SQLite: one store-wide lock in front of `BEGIN IMMEDIATE`).
 
-The threadpool hands each request to a thread of its own: a wake-up per request, up to 40
-threads queueing on that one lock and taking turns at the GIL, and a call back into the event
-loop per request. Here one thread takes every unit of work queued since its last wake-up, runs
-them one after the other (each its own transaction and commit, as before), and answers all of
-them with one call into the event loop. Under `python -m reference_impl.api_bench --workers 2`
-on SQLite this cut the gateway's CPU per payment by about a quarter (docs/serve.md).
+The threadpool hands each request to a thread of its own: a wake-up per request, and up to 40
+threads queueing on that one lock and taking turns at the GIL. Here one thread takes every unit
+of work queued since its last wake-up and runs them one after the other (each its own
+transaction and commit, as before), answering each as soon as its own is done. Under
+`python -m reference_impl.api_bench --workers 2` on SQLite this cut the gateway's CPU per
+payment by a fifth to a quarter (docs/serve.md). The gateway uses it only when its deps say so
+(`GatewayDeps.store_thread`).
 """
 
 from __future__ import annotations
@@ -66,24 +67,23 @@ class StoreThread:
                     return
                 jobs = list(self._pending)
                 self._pending.clear()
-            answers: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
             for work, future in jobs:
                 try:
                     outcome: _Outcome = (future, work(), None)
                 except BaseException as e:  # the caller's to handle, whatever it is
                     outcome = (future, None, e)
-                answers.setdefault(future.get_loop(), []).append(outcome)
-            for loop, outcomes in answers.items():
-                # A closed loop raises RuntimeError: nobody is waiting for these answers.
+                # Each answer as soon as its own work is done: the next one may wait seconds
+                # for another process's write lock. A closed loop raises RuntimeError: nobody
+                # is waiting for this answer.
                 with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(_settle, outcomes)
+                    future.get_loop().call_soon_threadsafe(_settle, outcome)
 
 
-def _settle(outcomes: list[_Outcome]) -> None:
-    for future, result, error in outcomes:
-        if future.done():
-            continue
-        if error is None:
-            future.set_result(result)
-        else:
-            future.set_exception(error)
+def _settle(outcome: _Outcome) -> None:
+    future, result, error = outcome
+    if future.done():
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
