@@ -121,6 +121,8 @@ def _account(row: tuple[Any, ...]) -> Account:
 class SqliteStore(Store):
     """A SQLite database file; `url` is `sqlite:///relative.db` or `sqlite:////abs/path.db`."""
 
+    serial = True  # every unit of work holds `_writer`, the store-wide lock, until it ends
+
     def __init__(self, path: str, url: str) -> None:
         self.url = url
         self._path = path

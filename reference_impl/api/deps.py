@@ -42,6 +42,11 @@ class GatewayDeps:
     one scrape shows the whole service whichever process answers. PROMETHEUS_MULTIPROC_DIR
     must name the same directory before prometheus_client is imported (the runtime's
     supervisor sets it for every process it starts)."""
+    store_thread: bool = False
+    """Run a `Store.serial` store's units of work on one thread of the gateway's own instead of
+    the threadpool (api/store_thread.py). For a process in which nothing else takes the store's
+    lock: the runtime's gateway processes under `--workers`. In one process with the workers'
+    threads it cost throughput (docs/serve.md), so it is off unless asked for."""
     poll_interval: float = 0.05
     """Seconds between store reads while GET /v1/payments/{id}?wait=... long-polls."""
     max_wait: float = 30.0

@@ -25,6 +25,7 @@ from reference_impl.adapters.rate_limit import RateLimiterUnavailable, blocks
 from reference_impl.api.deps import GatewayDeps
 from reference_impl.api.metrics import GatewayMetrics
 from reference_impl.api.problems import Problem
+from reference_impl.api.store_thread import StoreThread
 from reference_impl.service.ports import ConcurrentUpdate, StoreError, UnitOfWork
 from reference_impl.timings import timings
 
@@ -78,6 +79,7 @@ class Gateway:
     def __init__(self, deps: GatewayDeps) -> None:
         self.deps = deps
         self.in_flight = InFlight()
+        self.store_thread = StoreThread() if deps.store_thread and deps.store.serial else None
         own = deps.registry or CollectorRegistry(auto_describe=True)
         if deps.metrics_dir is None:
             self.metrics = GatewayMetrics(own)
@@ -146,7 +148,9 @@ class Gateway:
         commit: bool = False,
         commit_seconds: list[float] | None = None,
     ) -> T:
-        """Run `work` in one unit of work on a worker thread (store calls block).
+        """Run `work` in one unit of work on a worker thread (store calls block): the gateway's
+        store thread when the deps ask for it and the store runs units of work one at a time
+        anyway, else the threadpool.
 
         Committed when `commit` (its time appended to `commit_seconds` and to the process's
         timings); retried whole on a serialization conflict; a store that is down or keeps
@@ -172,6 +176,8 @@ class Gateway:
             raise AssertionError("unreachable: the last attempt returns or raises")
 
         try:
+            if self.store_thread is not None:
+                return await self.store_thread.run(attempt)
             return await run_in_threadpool(attempt)
         except StoreError as e:
             raise Problem(

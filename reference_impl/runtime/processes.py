@@ -61,7 +61,11 @@ def gateway_app() -> FastAPI:
         lifeline.die_with_parent(manager.pid)
 
     runtime = Runtime.open(RuntimeConfig.from_json(os.environ[ENV]))
-    return create_app(replace(runtime.gateway_deps(), metrics_dir=os.environ.get(METRICS_ENV)))
+    # The workers run in processes of their own: nothing else here takes the store's lock.
+    deps = replace(
+        runtime.gateway_deps(), metrics_dir=os.environ.get(METRICS_ENV), store_thread=True
+    )
+    return create_app(deps)
 
 
 def set_title(role: str) -> None:

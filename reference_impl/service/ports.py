@@ -242,6 +242,9 @@ class Store(abc.ABC):
     """A database: opens units of work. Creating a Store must not connect at import time."""
 
     url: str
+    serial: bool = False
+    """True when this process runs the store's units of work one at a time (one store-wide
+    lock): several threads gain nothing over one, so the gateway uses one (api/store_thread.py)."""
 
     @abc.abstractmethod
     def unit_of_work(self) -> UnitOfWork: ...

@@ -213,6 +213,37 @@ async def test_store_unavailable_answers_503_problem() -> None:
     assert r.json()["type"] == "/problems/store-unavailable"
 
 
+class ThreadRecordingStore(FlakyStore):
+    """Records the thread each unit of work is opened on; `serial` as the test says."""
+
+    def __init__(self, serial: bool) -> None:
+        super().__init__()
+        self.serial = serial
+        self.threads: list[threading.Thread] = []
+
+    def unit_of_work(self) -> UnitOfWork:
+        self.threads.append(threading.current_thread())
+        return super().unit_of_work()
+
+
+@pytest.mark.parametrize(
+    ("serial", "store_thread"), [(True, True), (True, False), (False, True), (False, False)]
+)
+async def test_a_serial_stores_units_of_work_run_on_the_gateways_store_thread_when_asked(
+    serial: bool, store_thread: bool
+) -> None:
+    store = ThreadRecordingStore(serial)
+    async with client_for(create_app(deps(store, store_thread=store_thread))) as client:
+        await open_accounts(client)
+        headers = {**ACME, "Idempotency-Key": "k"}
+        assert (await client.post("/v1/payments", json=BODY, headers=headers)).status_code == 202
+        assert (await client.get("/v1/payments/id1", headers=ACME)).status_code == 200
+    assert len(store.threads) == 4
+    assert threading.current_thread() not in store.threads  # never on the event loop
+    # One store-wide lock (SQLite), and the deps ask for it: its own thread; else the threadpool's.
+    assert {t.name == "store" for t in store.threads} == {serial and store_thread}
+
+
 # -- notify, metrics, isolation -----------------------------------------------------------
 
 
