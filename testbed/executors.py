@@ -95,7 +95,7 @@ def run_jobs(
         with _interrupt_between_jobs() as asked:
             for i, item in enumerate(items):
                 yield i, fn(item)
-                if asked:
+                if asked and i + 1 < len(items):
                     raise KeyboardInterrupt
     else:
         yield from _on_pool(fn, items, jobs)
