@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from psycopg import pq
 
-from reference_impl.adapters import open_store
 from reference_impl.adapters.postgres import PostgresStore
 from reference_impl.adapters.postgres_pipeline import Pipeline
 from reference_impl.core.ledger import Account, Transfer, TransferResult
@@ -48,72 +47,59 @@ def _traced_messages(store: PostgresStore, trace: Path, run: Callable[[], None])
     return [" ".join(line.split("\t")[0:3:2]).strip() for line in trace.read_text().splitlines()]
 
 
-def test_a_transfer_makes_two_round_trips(postgres_url: str, tmp_path: Path) -> None:
-    store = open_store(postgres_url)
-    assert isinstance(store, PostgresStore)
-    try:
-        create_accounts(store, "t", [Account("a", "EUR", True), Account("b", "EUR", True)])
-        assert submit_transfers(store, "t", [Transfer("x0", "a", "b", 1, "EUR")], 1.0) == ["ok"]
+def test_a_transfer_makes_two_round_trips(postgres_store: PostgresStore, tmp_path: Path) -> None:
+    create_accounts(postgres_store, "t", [Account("a", "EUR", True), Account("b", "EUR", True)])
+    assert submit_transfers(postgres_store, "t", [Transfer("x0", "a", "b", 1, "EUR")], 1.0) == [
+        "ok"
+    ]
 
-        def transfer() -> None:
-            results = submit_transfers(store, "t", [Transfer("x1", "a", "b", 2, "EUR")], 2.0)
-            assert results == [TransferResult.OK]
+    def transfer() -> None:
+        results = submit_transfers(postgres_store, "t", [Transfer("x1", "a", "b", 2, "EUR")], 2.0)
+        assert results == [TransferResult.OK]
 
-        messages = _traced_messages(store, tmp_path / "trace", transfer)
-        syncs = [i for i, m in enumerate(messages) if m == "F Sync"]
-        ready = [m for m in messages if m.startswith("B ReadyForQuery")]
-        assert len(syncs) == 2, messages
-        assert len(ready) == 2, messages
-        # Every statement has a Sync behind it: the last message the client sent is one.
-        assert max(i for i, m in enumerate(messages) if m.startswith("F ")) == syncs[-1]
-        assert read_balances(store, "t", ["a"])["a"].debits_posted == 3
-        assert [e.transfer_id for e in read_journal(store, "t")] == ["x0", "x1"]
-    finally:
-        store.close()
+    messages = _traced_messages(postgres_store, tmp_path / "trace", transfer)
+    syncs = [i for i, m in enumerate(messages) if m == "F Sync"]
+    ready = [m for m in messages if m.startswith("B ReadyForQuery")]
+    assert len(syncs) == 2, messages
+    assert len(ready) == 2, messages
+    # Every statement has a Sync behind it: the last message the client sent is one.
+    assert max(i for i, m in enumerate(messages) if m.startswith("F ")) == syncs[-1]
+    assert read_balances(postgres_store, "t", ["a"])["a"].debits_posted == 3
+    assert [e.transfer_id for e in read_journal(postgres_store, "t")] == ["x0", "x1"]
 
 
 def test_a_failed_write_is_reported_at_commit_and_nothing_of_its_transaction_is_written(
-    postgres_url: str,
+    postgres_store: PostgresStore,
 ) -> None:
-    store = open_store(postgres_url)
-    assert isinstance(store, PostgresStore)
-    try:
-        create_accounts(store, "t", [Account("a", "EUR", True), Account("b", "EUR", True)])
-        uow = store.unit_of_work()
-        uow.put_record("kind", "t", "key", "value")
-        uow.insert_accounts("t", [Account("a", "EUR", True)])  # the primary key refuses it
-        uow.put_record("kind", "t", "other", "value")
-        with pytest.raises(StoreError, match="duplicate key"):
-            uow.commit()
-        # The connection went back to the pool in a state the next unit of work can use.
-        assert submit_transfers(store, "t", [Transfer("x", "a", "b", 1, "EUR")], 1.0) == ["ok"]
-        with store.unit_of_work() as check:
-            assert check.get_record("kind", "t", "key") is None
-            assert check.get_record("kind", "t", "other") is None
-        assert read_balances(store, "t", ["a"])["a"].debits_posted == 1
-    finally:
-        store.close()
+    create_accounts(postgres_store, "t", [Account("a", "EUR", True), Account("b", "EUR", True)])
+    uow = postgres_store.unit_of_work()
+    uow.put_record("kind", "t", "key", "value")
+    uow.insert_accounts("t", [Account("a", "EUR", True)])  # the primary key refuses it
+    uow.put_record("kind", "t", "other", "value")
+    with pytest.raises(StoreError, match="duplicate key"):
+        uow.commit()
+    # The connection went back to the pool in a state the next unit of work can use.
+    assert submit_transfers(postgres_store, "t", [Transfer("x", "a", "b", 1, "EUR")], 1.0) == ["ok"]
+    with postgres_store.unit_of_work() as check:
+        assert check.get_record("kind", "t", "key") is None
+        assert check.get_record("kind", "t", "other") is None
+    assert read_balances(postgres_store, "t", ["a"])["a"].debits_posted == 1
 
 
 @pytest.mark.timeout(120)
-def test_a_round_trip_larger_than_the_socket_buffers_completes(postgres_url: str) -> None:
+def test_a_round_trip_larger_than_the_socket_buffers_completes(
+    postgres_store: PostgresStore,
+) -> None:
     """The server answers the first statement while the client still sends the second: once
     both sockets' buffers are full, the client must read to let the server read again."""
-    store = open_store(postgres_url)
-    assert isinstance(store, PostgresStore)
     size = 32 * 1024 * 1024  # more than loopback's socket buffers hold, both ways
-    try:
-        pipe = Pipeline(store._pool.acquire)
-        answer = pipe.execute(
-            "SELECT length(repeat('x', %s))::bigint, repeat('y', %s)", (size, size)
-        )
-        echo = pipe.execute("SELECT length(%s)::bigint", ("z" * size,))
-        pipe.sync()
-        assert answer[0][0] == size
-        assert len(answer[0][1]) == size
-        assert echo == [(size,)]
-        session = pipe.end()
-        assert session is not None and session.reusable
-        store._pool.release(session)
-    finally:
-        store.close()
+    pipe = Pipeline(postgres_store._pool.acquire)
+    answer = pipe.execute("SELECT length(repeat('x', %s))::bigint, repeat('y', %s)", (size, size))
+    echo = pipe.execute("SELECT length(%s)::bigint", ("z" * size,))
+    pipe.sync()
+    assert answer[0][0] == size
+    assert len(answer[0][1]) == size
+    assert echo == [(size,)]
+    session = pipe.end()
+    assert session is not None and session.reusable
+    postgres_store._pool.release(session)

@@ -16,7 +16,6 @@ import time
 import psycopg
 import pytest
 
-from reference_impl.adapters import open_store
 from reference_impl.adapters.postgres import IDLE_IN_TRANSACTION_TIMEOUT_MS, PostgresStore
 
 pytestmark = pytest.mark.postgres
@@ -29,28 +28,23 @@ def _state(conn: psycopg.Connection[tuple[str]], pid: int) -> str | None:
 
 @pytest.mark.timeout(120)
 def test_a_client_stopped_after_a_write_is_idle_in_its_transaction_and_its_locks_expire(
-    postgres_url: str,
+    postgres_store: PostgresStore,
 ) -> None:
-    store = open_store(postgres_url)
-    assert isinstance(store, PostgresStore)
-    try:
-        uow = store.unit_of_work()
-        uow.lock_group("payments")  # a read: the group's lock, as a heartbeat takes it
-        uow.put_record("kind", "acme", "key", "value")  # a write, then the client stops
-        assert uow._conn is not None
-        pid = uow._conn.info.backend_pid
-        with psycopg.connect(store.conninfo, autocommit=True) as other:
-            # Idle in its transaction (not active): the server's timeout runs.
-            assert _state(other, pid) == "idle in transaction"
-            deadline = time.monotonic() + IDLE_IN_TRANSACTION_TIMEOUT_MS / 1000 + 60
-            while _state(other, pid) is not None:  # the server ends the session ...
-                assert time.monotonic() < deadline, "the stalled session was never ended"
-                time.sleep(0.2)
-            # ... and its lock is free for the next heartbeat (a transaction takes it at once).
-            other.execute("SET lock_timeout = '5s'")
-            with other.transaction():
-                key = f"{store.schema or ''}/consumer-group/payments"
-                other.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
-        uow.rollback()
-    finally:
-        store.close()
+    uow = postgres_store.unit_of_work()
+    uow.lock_group("payments")  # a read: the group's lock, as a heartbeat takes it
+    uow.put_record("kind", "acme", "key", "value")  # a write, then the client stops
+    assert uow._conn is not None
+    pid = uow._conn.info.backend_pid
+    with psycopg.connect(postgres_store.conninfo, autocommit=True) as other:
+        # Idle in its transaction (not active): the server's timeout runs.
+        assert _state(other, pid) == "idle in transaction"
+        deadline = time.monotonic() + IDLE_IN_TRANSACTION_TIMEOUT_MS / 1000 + 60
+        while _state(other, pid) is not None:  # the server ends the session ...
+            assert time.monotonic() < deadline, "the stalled session was never ended"
+            time.sleep(0.2)
+        # ... and its lock is free for the next heartbeat (a transaction takes it at once).
+        other.execute("SET lock_timeout = '5s'")
+        with other.transaction():
+            key = f"{postgres_store.schema or ''}/consumer-group/payments"
+            other.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
+    uow.rollback()

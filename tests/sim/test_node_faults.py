@@ -19,31 +19,33 @@ from testbed.judge import audit_seed
 SWARM = Path(__file__).resolve().parents[2] / "scenarios" / "catalog" / "swarm.yaml"
 
 
-def _waiter(node: Node, woke: list[tuple[float, bool]]) -> Generator[simpy.Event, Any, None]:
-    yield node.running()
-    woke.append((node.env.now, node.up))
-
-
-def test_a_waiter_on_a_paused_node_wakes_when_it_resumes() -> None:
+def _paused_with_a_waiter() -> tuple[simpy.Environment, Node, list[tuple[float, bool]]]:
+    """A paused node and, one second in, another process still waiting for it to go on; the
+    list gets (when, whether the node was up) as that process wakes."""
     env = simpy.Environment()
     node = Node(env, "ledger", "ledger", "a", 1)
     node.pause()
     woke: list[tuple[float, bool]] = []
-    env.process(_waiter(node, woke))
+
+    def waiter() -> Generator[simpy.Event, Any, None]:
+        yield node.running()
+        woke.append((env.now, node.up))
+
+    env.process(waiter())
     env.run(until=1.0)
     assert woke == []
+    return env, node, woke
+
+
+def test_a_waiter_on_a_paused_node_wakes_when_it_resumes() -> None:
+    env, node, woke = _paused_with_a_waiter()
     node.resume()
     env.run(until=2.0)
     assert woke == [(1.0, True)]
 
 
 def test_a_waiter_on_a_paused_node_wakes_when_it_crashes_and_finds_it_down() -> None:
-    env = simpy.Environment()
-    node = Node(env, "ledger", "ledger", "a", 1)
-    node.pause()
-    woke: list[tuple[float, bool]] = []
-    env.process(_waiter(node, woke))
-    env.run(until=1.0)
+    env, node, woke = _paused_with_a_waiter()
     node.crash()
     env.run(until=2.0)
     assert woke == [(1.0, False)]

@@ -1,9 +1,12 @@
 """`run_jobs`: every job's result once, on one process or a pool; a pool whose worker dies
-says so (ExecutorLost) after handing back the results that finished."""
+says so (ExecutorLost) after handing back the results that finished; in this process, a first
+Ctrl-C lets the running job finish and stops before the next, a second stops it at once."""
 
 from __future__ import annotations
 
 import os
+import signal
+from functools import partial
 
 import pytest
 
@@ -17,6 +20,13 @@ def square(n: int) -> int:
 def square_or_die(n: int) -> int:
     if n == 3:
         os._exit(9)  # a worker killed mid-job, as the OOM killer would
+    return n * n
+
+
+def square_interrupted(n: int, times: int) -> int:
+    if n == 1:
+        for _ in range(times):  # Ctrl-C pressed `times` while job 1 runs
+            os.kill(os.getpid(), signal.SIGINT)
     return n * n
 
 
@@ -38,3 +48,27 @@ def test_a_pool_whose_worker_dies_reports_it_after_the_results_that_finished() -
 def test_jobs_below_one_are_refused() -> None:
     with pytest.raises(ExecutorError, match="--jobs: must be at least 1, got 0"):
         list(run_jobs(square, [1], 0))
+
+
+@pytest.mark.parametrize(
+    ("items", "times", "got", "stopped"),
+    [
+        (4, 1, {0: 0, 1: 1}, True),  # job 1 finishes, job 2 never starts
+        (2, 1, {0: 0, 1: 1}, False),  # interrupted in the last job: nothing was left to run
+        (4, 2, {0: 0}, True),  # the second Ctrl-C stops job 1 itself
+    ],
+)
+def test_ctrl_c_in_this_process_stops_between_jobs_or_at_once_when_pressed_twice(
+    items: int, times: int, got: dict[int, int], stopped: bool
+) -> None:
+    before = signal.getsignal(signal.SIGINT)
+    results: dict[int, int] = {}
+    try:
+        for index, result in run_jobs(partial(square_interrupted, times=times), range(items)):
+            results[index] = result
+    except KeyboardInterrupt:
+        assert stopped
+    else:
+        assert not stopped
+    assert results == got
+    assert signal.getsignal(signal.SIGINT) is before, "the handler is put back"
