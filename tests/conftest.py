@@ -1,4 +1,4 @@
-"""Fixtures for the services some tests need: PostgreSQL and Redis.
+"""Fixtures for the services some tests need: PostgreSQL and Redis; and Ctrl-C as a terminal has it.
 
 A test that asks for a service skips when it is unreachable, so the unit tiers run anywhere;
 CI sets TESTBED_REQUIRE_SERVICES=1, and then an unreachable service fails the test instead, so
@@ -8,6 +8,7 @@ a green CI run cannot hide a skipped tier.
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 
@@ -15,6 +16,16 @@ import pytest
 
 POSTGRES_URL = os.environ.get("TESTBED_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TESTBED_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A shell starts a background job (`make test &`, a CI step run with `&`) with SIGINT
+    ignored, and every process it starts inherits that: the tests that press Ctrl-C (on this
+    process, a campaign, a load run) would wait on processes that never see it. Python's own
+    handler here is reset to the default at each exec, so the processes the tests start take
+    Ctrl-C again too."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _unavailable(service: str, url: str, error: Exception) -> None:
