@@ -27,8 +27,17 @@ lock:
 	  .lock-venv/bin/python -m pip freeze --exclude-editable; } > constraints.txt
 	rm -rf .lock-venv
 
+# Two phases, both always run. The tests that drive real processes against the clock (load
+# runs, served processes, database timeouts) run one at a time; the rest (simulations, reports,
+# units) on one pytest-xdist worker per CPU, a whole file per worker so module fixtures are
+# built once.
+SERIAL_TESTS := tests/load tests/e2e tests/integration
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	@status=0; \
+	$(BIN)/python -m pytest -q -n logical --dist loadfile $(addprefix --ignore=,$(SERIAL_TESTS)) || status=$$?; \
+	$(BIN)/python -m pytest -q $(SERIAL_TESTS) || status=$$?; \
+	exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
