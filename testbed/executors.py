@@ -21,9 +21,11 @@ import logging
 import multiprocessing
 import os
 import re
+import select
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -129,10 +131,40 @@ def _interrupt_between_jobs() -> Iterator[list[int]]:
         signal.signal(signal.SIGINT, restore)
 
 
-def _ignore_interrupts() -> None:
+def _pool_worker(parent: int) -> None:
     """A pool worker leaves Ctrl-C to the parent, which stops handing out jobs and waits for
-    the ones running (a worker interrupted mid-job would die with a traceback each)."""
+    the ones running (a worker interrupted mid-job would die with a traceback each); and it
+    exits when the parent is gone, however it went: a parent killed with SIGKILL runs no
+    cleanup, and its workers would wait on the job queue for ever (the forkserver that forked
+    them outlives it, so the kernel's parent-death signal cannot be tied to the right process).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(parent,), name="lifeline", daemon=True).start()
+
+
+def _exit_with(pid: int) -> None:
+    """Return never: exit this process once `pid` has exited (a pidfd turns readable then;
+    where there is none, look once a second)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # no pidfd here (not Linux, or a kernel before 5.3)
+        while _alive(pid):
+            time.sleep(1.0)
+    else:
+        select.select([fd], [], [])
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, and someone else's
+        pass
+    return True
 
 
 def _on_pool(fn: Callable[[T], R], items: Sequence[T], jobs: int) -> Iterator[tuple[int, R]]:
@@ -140,7 +172,8 @@ def _on_pool(fn: Callable[[T], R], items: Sequence[T], jobs: int) -> Iterator[tu
     with ProcessPoolExecutor(
         max_workers=min(jobs, len(items)),
         mp_context=_pool_context(),
-        initializer=_ignore_interrupts,
+        initializer=_pool_worker,
+        initargs=(os.getpid(),),
     ) as pool:
         running: dict[Future[R], int] = {}
 

@@ -1,13 +1,18 @@
 """`run_jobs`: every job's result once, on one process or a pool; a pool whose worker dies
-says so (ExecutorLost) after handing back the results that finished; in this process, a first
-Ctrl-C lets the running job finish and stops before the next, a second stops it at once."""
+says so (ExecutorLost) after handing back the results that finished; a pool's processes do not
+outlive a parent killed with SIGKILL; in this process, a first Ctrl-C lets the running job
+finish and stops before the next, a second stops it at once."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from functools import partial
 
+import psutil
 import pytest
 
 from testbed.executors import ExecutorError, ExecutorLost, run_jobs
@@ -43,6 +48,24 @@ def test_a_pool_whose_worker_dies_reports_it_after_the_results_that_finished() -
             got[index] = result
     assert 3 not in got
     assert all(result == index * index for index, result in got.items())
+
+
+def test_a_pools_processes_exit_when_its_parent_is_killed() -> None:
+    """SIGKILL runs no cleanup in the parent; its workers would wait on the job queue for ever."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import time; from testbed.executors import run_jobs; "
+         "list(run_jobs(time.sleep, [600.0] * 4, 2))"]
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120  # the resource tracker, the forkserver, two workers
+        while len(pool := psutil.Process(parent.pid).children(recursive=True)) < 4:
+            assert time.monotonic() < deadline, f"the pool never started: {pool}"
+            time.sleep(0.1)
+    finally:
+        parent.kill()
+        parent.wait()
+    _, left = psutil.wait_procs(pool, timeout=60)
+    assert left == [], [p.cmdline() for p in left]
 
 
 def test_jobs_below_one_are_refused() -> None:
