@@ -4,8 +4,9 @@ A seed passes when the audit finds no safety violation. Passing seeds leave noth
 a line in campaign.json; a failing seed writes its full run record to DIR/seed-N, so it can be
 inspected, re-rendered or shrunk, and the command that reproduces it is printed. Exit codes:
 0 every seed passed, 1 a seed failed, 2 bad input (a bad flag, or a Dask scheduler that cannot
-be reached), 3 the campaign was cut short (Ctrl-C, or its Dask scheduler or a pool worker went
-away): the seeds that finished are in campaign.json with the reason and how many did not run.
+be reached), 3 the campaign was cut short (Ctrl-C, SIGTERM, or its Dask scheduler or a pool
+worker went away): the seeds that finished are in campaign.json with the reason and how many did
+not run.
 
 Seeds run on a local process pool (`--jobs`), or on a Dask cluster with `--scheduler
 tcp://HOST:8786` (testbed/executors.py); either way the same seeds give the same campaign.json
@@ -16,7 +17,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,6 +37,31 @@ from testbed.judge import run_seeds
 from testbed.run import RUNS, BugOption, bug_flags, with_bugs
 
 MAX_SEED = 2**63
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a campaign, raised where Ctrl-C's KeyboardInterrupt would be."""
+
+
+@contextmanager
+def _sigterm_stops_like_ctrl_c() -> Iterator[None]:
+    """`kill PID`, or a CI job's time limit, stops a campaign as Ctrl-C does and keeps the seeds
+    that finished. A campaign started in the background (`&` in a script) has Ctrl-C
+    ignored, as every background job does, so SIGTERM is how one stops it. On a pool the running
+    seeds finish (the workers do not get the signal); in this process (`--jobs 1`) the running
+    seed stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives signals
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def describe_failure(outcome: SeedOutcome) -> str:
@@ -86,8 +116,8 @@ def seeds(
 ) -> None:
     """Run a scenario across seeds, on a process pool or a Dask cluster, and audit every seed.
 
-    Exit codes: 0 every seed passed, 1 a seed failed, 2 bad input, 3 cut short (Ctrl-C, or the
-    cluster or a pool worker went away; campaign.json holds the seeds that finished).
+    Exit codes: 0 every seed passed, 1 a seed failed, 2 bad input, 3 cut short (Ctrl-C, SIGTERM,
+    or the cluster or a pool worker went away; campaign.json holds the seeds that finished).
     """
     err = Console(stderr=True)
     console = Console()
@@ -170,22 +200,27 @@ def run_campaign(
     ) as bar:
         where = f"on {scheduler}" if scheduler else f"{jobs} jobs"
         task = bar.add_task(f"{loaded.name}, {where}", total=len(seed_range), failed=0)
-        try:
-            for outcome in run_seeds(job, seed_range, jobs, scheduler):
-                outcomes.append(outcome)
-                failed = sum(not o.ok for o in outcomes)
-                bar.update(task, advance=1, failed=failed)
-                if not outcome.ok:
-                    # soft_wrap: a reproduce command broken over two lines cannot be pasted
-                    say = partial(bar.console.print, markup=False, highlight=False, soft_wrap=True)
-                    say(describe_failure(outcome))
-                    if outcome.run_dir:
-                        say(f"  run record: {outcome.run_dir}")
-                    say(f"  reproduce:  {reproduce(outcome.seed)}")
-        except ExecutorLost as e:  # what finished stands and is written; the rest never ran
-            interrupted = str(e)
-        except KeyboardInterrupt:  # likewise: hours of finished seeds are not thrown away
-            interrupted = "stopped by the user (Ctrl-C)"
+        with _sigterm_stops_like_ctrl_c():
+            try:
+                for outcome in run_seeds(job, seed_range, jobs, scheduler):
+                    outcomes.append(outcome)
+                    failed = sum(not o.ok for o in outcomes)
+                    bar.update(task, advance=1, failed=failed)
+                    if not outcome.ok:
+                        # soft_wrap: a reproduce command broken over two lines cannot be pasted
+                        say = partial(
+                            bar.console.print, markup=False, highlight=False, soft_wrap=True
+                        )
+                        say(describe_failure(outcome))
+                        if outcome.run_dir:
+                            say(f"  run record: {outcome.run_dir}")
+                        say(f"  reproduce:  {reproduce(outcome.seed)}")
+            except ExecutorLost as e:  # what finished stands and is written; the rest never ran
+                interrupted = str(e)
+            except Terminated:
+                interrupted = "stopped by SIGTERM"
+            except KeyboardInterrupt:  # likewise: hours of finished seeds are not thrown away
+                interrupted = "stopped by the user (Ctrl-C)"
     summary = campaign_summary(
         outcomes,
         scenario=loaded.name,

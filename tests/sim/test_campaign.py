@@ -224,8 +224,13 @@ def test_bad_input_exits_2_with_a_message_naming_the_problem(tmp_path: Path):
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("jobs", [1, 2])
-def test_ctrl_c_stops_a_campaign_and_keeps_the_seeds_that_finished(tmp_path: Path, jobs: int):
+@pytest.mark.parametrize(
+    ("jobs", "stop"),
+    [(1, "ctrl-c"), (2, "ctrl-c"), (1, "sigterm"), (2, "sigterm")],
+)
+def test_ctrl_c_or_sigterm_stops_a_campaign_and_keeps_the_seeds_that_finished(
+    tmp_path: Path, jobs: int, stop: str
+):
     scenario = str(small_scenario(tmp_path))
     count = 400  # far more than run before the interrupt
     out = tmp_path / "c"
@@ -242,17 +247,21 @@ def test_ctrl_c_stops_a_campaign_and_keeps_the_seeds_that_finished(tmp_path: Pat
     while failing_seeds_written() < 2 and campaign.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert failing_seeds_written() >= 2, "two failing seeds' records were written"
-    os.killpg(campaign.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+    if stop == "ctrl-c":
+        os.killpg(campaign.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+    else:
+        campaign.terminate()  # kill PID: SIGTERM to the command alone
     output, _ = campaign.communicate(timeout=180)
     assert campaign.returncode == 3, output
     assert "Traceback" not in output, output
     summary = json.loads((out / "campaign.json").read_text())
     cut = summary["interrupted"]
-    assert cut["reason"] == "stopped by the user (Ctrl-C)"
+    reason = {"ctrl-c": "stopped by the user (Ctrl-C)", "sigterm": "stopped by SIGTERM"}[stop]
+    assert cut["reason"] == reason
     assert summary["run"] >= 1 and summary["run"] + cut["seeds_not_run"] == count
     assert summary["failed"] >= 1
     assert len((out / "seeds.csv").read_text().splitlines()) == summary["run"] + 1
-    # every failing seed it reports has its whole record (the running ones finished first)
+    # every failing seed it reports has its whole record (a seed stopped midway is not reported)
     for failure in summary["failures"]:
         assert (Path(failure["run_dir"]) / "report.html").exists(), failure
     assert f"{cut['seeds_not_run']} seeds did not run" in _one_line(output), output
