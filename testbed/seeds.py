@@ -190,37 +190,37 @@ def run_campaign(
     outcomes: list[SeedOutcome] = []
     interrupted: str | None = None
     started = time.perf_counter()
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("seeds, {task.fields[failed]} failed"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bar:
+    with (
+        Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("seeds, {task.fields[failed]} failed"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar,
+        _sigterm_stops_like_ctrl_c(),
+    ):
         where = f"on {scheduler}" if scheduler else f"{jobs} jobs"
         task = bar.add_task(f"{loaded.name}, {where}", total=len(seed_range), failed=0)
-        with _sigterm_stops_like_ctrl_c():
-            try:
-                for outcome in run_seeds(job, seed_range, jobs, scheduler):
-                    outcomes.append(outcome)
-                    failed = sum(not o.ok for o in outcomes)
-                    bar.update(task, advance=1, failed=failed)
-                    if not outcome.ok:
-                        # soft_wrap: a reproduce command broken over two lines cannot be pasted
-                        say = partial(
-                            bar.console.print, markup=False, highlight=False, soft_wrap=True
-                        )
-                        say(describe_failure(outcome))
-                        if outcome.run_dir:
-                            say(f"  run record: {outcome.run_dir}")
-                        say(f"  reproduce:  {reproduce(outcome.seed)}")
-            except ExecutorLost as e:  # what finished stands and is written; the rest never ran
-                interrupted = str(e)
-            except Terminated:
-                interrupted = "stopped by SIGTERM"
-            except KeyboardInterrupt:  # likewise: hours of finished seeds are not thrown away
-                interrupted = "stopped by the user (Ctrl-C)"
+        try:
+            for outcome in run_seeds(job, seed_range, jobs, scheduler):
+                outcomes.append(outcome)
+                failed = sum(not o.ok for o in outcomes)
+                bar.update(task, advance=1, failed=failed)
+                if not outcome.ok:
+                    # soft_wrap: a reproduce command broken over two lines cannot be pasted
+                    say = partial(bar.console.print, markup=False, highlight=False, soft_wrap=True)
+                    say(describe_failure(outcome))
+                    if outcome.run_dir:
+                        say(f"  run record: {outcome.run_dir}")
+                    say(f"  reproduce:  {reproduce(outcome.seed)}")
+        except ExecutorLost as e:  # what finished stands and is written; the rest never ran
+            interrupted = str(e)
+        except Terminated:
+            interrupted = "stopped by SIGTERM"
+        except KeyboardInterrupt:  # likewise: hours of finished seeds are not thrown away
+            interrupted = "stopped by the user (Ctrl-C)"
     summary = campaign_summary(
         outcomes,
         scenario=loaded.name,
